@@ -1,0 +1,514 @@
+"""The configuration: one TOML file, validated on load into frozen dataclasses.
+
+Nothing half-configured ever starts: `load_config` either returns a complete
+`Config` or raises `ConfigError` naming the file, the dotted key and what is
+wrong with it ("/etc/alarmgw/config.toml: inputs[2].gpio: pin 40 does not
+exist ..."). Unknown keys are errors too, because a mistyped key that is
+silently ignored is a button that silently does not work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from gateway.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/alarmgw/config.toml")
+
+InputKind = Literal["panic", "tamper"]
+Contact = Literal["NO", "NC"]
+Pull = Literal["up", "down", "off"]
+Level = Literal["low", "high"]
+GpioBackend = Literal["lgpio", "mock"]
+ClockSource = Literal["kernel", "assume-synced", "assume-unsynced"]
+
+# Names that end up in MQTT topics: no wildcards, separators or '$'.
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_POINT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+# BCM numbers on the 40-pin header. GPIO 0 and 1 are the HAT ID EEPROM bus.
+_GPIO_PINS = range(2, 28)
+# GPIO 2 and 3 (I2C) have fixed 1.8 kOhm pull-ups on the board.
+_FIXED_PULL_UP = frozenset({2, 3})
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Who this gateway is and where it keeps its files."""
+
+    site: str
+    """Site id (the school), used in every topic."""
+    id: str
+    """Gateway id, unique within the site, used in every topic."""
+    state_dir: Path
+    """Directory of the durable store (the outbox)."""
+    runtime_dir: Path
+    """Directory of the control socket."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS for the uplink: TLS 1.2 or newer; `broker.host` is always checked against the
+    broker's certificate."""
+
+    ca: Path | None
+    """CA bundle that signs the broker's certificate; None uses the system store."""
+    cert: Path | None
+    """Client certificate (PEM) for mutual TLS."""
+    key: Path | None
+    """Private key (PEM) of the client certificate."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The police platform's MQTT broker."""
+
+    host: str
+    port: int
+    client_id: str
+    username: str | None
+    password: str | None = field(repr=False)
+    tls: TlsSettings | None
+    """None only when `plaintext = true` was set explicitly."""
+    keepalive_s: int
+    """MQTT keepalive, in seconds: a dead link is noticed within twice this."""
+    connect_timeout_s: float
+    """TCP connect and TLS handshake timeout, in seconds."""
+    window: int
+    """Most events in flight (published, PUBACK not yet received)."""
+    reconnect_min_s: float
+    reconnect_max_s: float
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The durable outbox."""
+
+    max_bytes: int
+    """Byte budget for waiting rows; bulk rows give way first, alarms never."""
+    keep_acked: int
+    """How many acknowledged rows to keep for `alarmgw queue` before pruning."""
+
+
+@dataclass(frozen=True)
+class ClockSettings:
+    """How to tell whether the wall clock is synchronised."""
+
+    sync_source: ClockSource
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """The periodic heartbeat (memory only, never written to disk)."""
+
+    interval_s: float
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    """The GPIO pin backend."""
+
+    backend: GpioBackend
+    debounce_ms: int
+    """Default debounce: a new level must be stable this long, in milliseconds."""
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """One wired input: a panic button or a tamper contact on a GPIO pin."""
+
+    id: str
+    name: str
+    location: str
+    kind: InputKind
+    gpio: int
+    contact: Contact
+    pull: Pull
+    active_level: Level
+    """Pin level that means 'active' (pressed, tampered), derived from wiring."""
+    debounce_ms: int
+
+    @property
+    def source(self) -> str:
+        return f"gpio:{self.gpio}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    gateway: GatewaySettings
+    broker: BrokerSettings
+    store: StoreSettings
+    clock: ClockSettings
+    health: HealthSettings
+    gpio: GpioSettings
+    inputs: tuple[InputSettings, ...]
+
+    def input(self, point_id: str) -> InputSettings:
+        for inp in self.inputs:
+            if inp.id == point_id:
+                return inp
+        raise KeyError(point_id)
+
+
+T = TypeVar("T")
+
+
+class _Table:
+    """A TOML table being read: every key read is ticked off; leftovers are errors."""
+
+    def __init__(self, path: Path, prefix: str, data: Mapping[str, Any]) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.data = data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, self.key(name), problem)
+
+    def _get(self, name: str, required: bool) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            if required:
+                raise self.error(name, "missing (required)")
+            return None
+        return self.data[name]
+
+    def str(self, name: str, default: str | None = None, *, pattern: re.Pattern[str] | None = None,
+            required: bool = False) -> str:
+        value = self._get(name, required and default is None)
+        if value is None:
+            if default is None:
+                raise self.error(name, "missing (required)")
+            return default
+        if not isinstance(value, str):
+            raise self.error(name, f"must be a string, not {_tname(value)}")
+        if not value.strip():
+            raise self.error(name, "must not be empty")
+        if pattern is not None and not pattern.match(value):
+            raise self.error(name, f"{value!r} is not allowed: use letters, digits, '-', '_'"
+                             f" (pattern {pattern.pattern})")
+        return value
+
+    def opt_str(self, name: str) -> str | None:
+        if name not in self.data:
+            self.seen.add(name)
+            return None
+        return self.str(name)
+
+    def int(self, name: str, default: int | None, *, min: int, max: int) -> int:
+        value = self._get(name, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be an integer, not {_tname(value)}")
+        if not min <= value <= max:
+            raise self.error(name, f"{value} is out of range ({min} to {max})")
+        return value
+
+    def float(self, name: str, default: float | None, *, min: float, max: float) -> float:
+        value = self._get(name, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, not {_tname(value)}")
+        if not min <= value <= max:
+            raise self.error(name, f"{value} is out of range ({min} to {max})")
+        return float(value)
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self._get(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(name, f"must be true or false, not {_tname(value)}")
+        return value
+
+    def choice(self, name: str, choices: tuple[T, ...], default: T | None = None) -> T:
+        value = self._get(name, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            raise self.error(name, f"{value!r} is not one of {allowed}")
+        return cast(T, value)
+
+    def path_(self, name: str, default: Path | None = None) -> Path:
+        if name not in self.data and default is not None:
+            self.seen.add(name)
+            return default
+        value = self.str(name)
+        p = Path(value)
+        if not p.is_absolute():
+            p = (self.path.parent / p).resolve()
+        return p
+
+    def opt_path(self, name: str) -> Path | None:
+        if name not in self.data:
+            self.seen.add(name)
+            return None
+        return self.path_(name)
+
+    def table(self, name: str, *, required: bool = False) -> _Table | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.error(name, f"must be a table ([{self.key(name)}]), not {_tname(value)}")
+        return _Table(self.path, self.key(name), value)
+
+    def array_of_tables(self, name: str) -> list[_Table]:
+        value = self._get(name, False)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.error(name, f"must be an array of tables ([[{self.key(name)}]])")
+        return [_Table(self.path, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check the spelling against "
+                             "examples/config.toml)")
+
+
+def _tname(value: object) -> str:
+    return {
+        str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+        list: "an array", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _empty(path: Path, prefix: str) -> _Table:
+    return _Table(path, prefix, {})
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, object]) -> None:
+    """Set dotted keys ("broker.port") in a raw TOML document, in place."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError("--set", dotted, f"{part} is not a table")
+            node = child
+        node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """Parse `KEY=VALUE` from the command line; VALUE is a TOML value or a bare string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("--set", text, "expected KEY=VALUE, e.g. broker.port=8883")
+    try:
+        parsed: object = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_config(path: Path | str, overrides: Mapping[str, object] | None = None) -> Config:
+    """Read and validate the config file at `path`; raise `ConfigError` on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found (give one with --config)") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text: {exc}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from exc
+    if overrides:
+        apply_overrides(raw, overrides)
+    return parse_config(path, raw)
+
+
+def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
+    """Validate an already-parsed TOML document."""
+    root = _Table(path, "", raw)
+
+    gw = root.table("gateway", required=True)
+    assert gw is not None
+    gateway = GatewaySettings(
+        site=gw.str("site", pattern=_TOPIC_NAME, required=True),
+        id=gw.str("id", pattern=_TOPIC_NAME, required=True),
+        state_dir=gw.path_("state_dir", Path("/var/lib/alarmgw")),
+        runtime_dir=gw.path_("runtime_dir", Path("/run/alarmgw")),
+    )
+    gw.done()
+
+    broker = _parse_broker(root, gateway)
+    store = _parse_store(root.table("store") or _empty(path, "store"))
+    clock_t = root.table("clock") or _empty(path, "clock")
+    clock = ClockSettings(
+        sync_source=clock_t.choice("sync_source", ("kernel", "assume-synced", "assume-unsynced"),
+                                   "kernel"))
+    clock_t.done()
+    health_t = root.table("health") or _empty(path, "health")
+    health = HealthSettings(interval_s=health_t.float("interval_s", 30.0, min=1.0, max=3600.0))
+    health_t.done()
+    gpio_t = root.table("gpio") or _empty(path, "gpio")
+    gpio = GpioSettings(
+        backend=gpio_t.choice("backend", ("lgpio", "mock"), "lgpio"),
+        debounce_ms=gpio_t.int("debounce_ms", 30, min=0, max=5000),
+    )
+    gpio_t.done()
+    inputs = _parse_inputs(root, gpio)
+    root.done()
+    return Config(path=path, gateway=gateway, broker=broker, store=store, clock=clock,
+                  health=health, gpio=gpio, inputs=inputs)
+
+
+def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
+    b = root.table("broker", required=True)
+    assert b is not None
+    host = b.str("host", required=True)
+    plaintext = b.bool("plaintext", False)
+    tls_t = b.table("tls")
+    if tls_t is None and not plaintext:
+        raise b.error("tls", "missing: the uplink uses TLS; add a [broker.tls] table (ca = ...),"
+                      " or set broker.plaintext = true for a test broker on loopback")
+    if tls_t is not None and plaintext:
+        raise b.error("plaintext", "true contradicts the [broker.tls] table: remove one")
+    if plaintext and not _is_loopback(host):
+        raise b.error("plaintext", f"true is only allowed for a broker on loopback, not {host!r}:"
+                      " alarms never cross a network in plaintext")
+    tls: TlsSettings | None = None
+    if tls_t is not None:
+        ca = tls_t.opt_path("ca")
+        cert = tls_t.opt_path("cert")
+        key = tls_t.opt_path("key")
+        if (cert is None) != (key is None):
+            missing = "key" if key is None else "cert"
+            raise tls_t.error(missing, "missing: cert and key go together for mutual TLS")
+        for name, p in (("ca", ca), ("cert", cert), ("key", key)):
+            if p is not None and not p.is_file():
+                raise tls_t.error(name, f"file {p} does not exist or is not a file")
+        tls = TlsSettings(ca=ca, cert=cert, key=key)
+        tls_t.done()
+    port = b.int("port", 1883 if plaintext else 8883, min=1, max=65535)
+    username = b.opt_str("username")
+    password = b.opt_str("password")
+    password_file = b.opt_path("password_file")
+    if password is not None and password_file is not None:
+        raise b.error("password_file", "give password or password_file, not both")
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise b.error("password_file", f"cannot read {password_file}: {exc.strerror}") from exc
+    if password is not None and username is None:
+        raise b.error("username", "missing: a password needs a username")
+    keepalive = b.int("keepalive_s", 10, min=2, max=300)
+    rmin = b.float("reconnect_min_s", 0.5, min=0.05, max=60.0)
+    rmax = b.float("reconnect_max_s", 30.0, min=0.1, max=600.0)
+    if rmax < rmin:
+        raise b.error("reconnect_max_s", f"{rmax} is below reconnect_min_s ({rmin})")
+    settings = BrokerSettings(
+        host=host,
+        port=port,
+        client_id=b.str("client_id", f"alarmgw-{gateway.site}-{gateway.id}"),
+        username=username,
+        password=password,
+        tls=tls,
+        keepalive_s=keepalive,
+        connect_timeout_s=b.float("connect_timeout_s", 5.0, min=0.5, max=60.0),
+        window=b.int("window", 64, min=1, max=1000),
+        reconnect_min_s=rmin,
+        reconnect_max_s=rmax,
+    )
+    b.done()
+    return settings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_store(t: _Table) -> StoreSettings:
+    s = StoreSettings(
+        max_bytes=t.int("max_bytes", 256 * 1024 * 1024, min=64 * 1024, max=1 << 40),
+        keep_acked=t.int("keep_acked", 1000, min=0, max=1_000_000),
+    )
+    t.done()
+    return s
+
+
+_ACTIVE_LEVEL: dict[tuple[str, str], Level] = {
+    # A normally-open contact closes to the rail opposite the pull when pressed;
+    # a normally-closed one opens, letting the pull win.
+    ("up", "NO"): "low",
+    ("up", "NC"): "high",
+    ("down", "NO"): "high",
+    ("down", "NC"): "low",
+}
+
+
+def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]:
+    tables = root.array_of_tables("inputs")
+    if not tables:
+        raise ConfigError(root.path, "inputs", "missing: configure at least one [[inputs]]")
+    result: list[InputSettings] = []
+    ids: dict[str, str] = {}
+    pins: dict[int, str] = {}
+    for t in tables:
+        point_id = t.str("id", pattern=_POINT_ID, required=True)
+        if point_id in ids:
+            raise t.error("id", f"{point_id!r} is already used by {ids[point_id]}")
+        ids[point_id] = t.prefix
+        kind = t.choice("kind", ("panic", "tamper"))
+        pin = t.int("gpio", None, min=-(1 << 31), max=1 << 31)
+        if pin not in _GPIO_PINS:
+            raise t.error("gpio", f"pin {pin} is not a usable GPIO: use a BCM number from 2 to"
+                          " 27 (GPIO17 is physical pin 11)")
+        if pin in pins:
+            raise t.error("gpio", f"GPIO{pin} is already used by {pins[pin]}")
+        pins[pin] = t.prefix
+        contact = t.choice("contact", ("NO", "NC"), "NO")
+        pull = t.choice("pull", ("up", "down", "off"), "up")
+        if pin in _FIXED_PULL_UP and pull != "up":
+            raise t.error("pull", f"GPIO{pin} has a fixed pull-up on the board: use pull = \"up\"")
+        if pull == "off":
+            active_level = t.choice("active_level", ("low", "high"))
+        else:
+            derived = _ACTIVE_LEVEL[(pull, contact)]
+            active_level = t.choice("active_level", ("low", "high"), derived)
+            if active_level != derived:
+                raise t.error("active_level", f"{active_level!r} contradicts pull = {pull!r} with"
+                              f" contact = {contact!r} (that wiring is active {derived}); leave"
+                              " active_level out")
+        result.append(InputSettings(
+            id=point_id,
+            name=t.str("name", point_id),
+            location=t.opt_str("location") or "",
+            kind=kind,
+            gpio=pin,
+            contact=contact,
+            pull=pull,
+            active_level=active_level,
+            debounce_ms=t.int("debounce_ms", gpio.debounce_ms, min=0, max=5000),
+        ))
+        t.done()
+    return tuple(result)

@@ -1,0 +1,149 @@
+"""`alarmgw demo`: the whole system on the simulator, on any Linux machine.
+
+A private Mosquitto on a free loopback port, the gateway service as its
+own process on `examples/sim.toml` (simulated GPIO buttons), and the
+reference platform console printing every event it receives. The demo
+presses a button, shows the alarm arrive, releases it, and keeps running
+so you can press buttons yourself with `alarmgw sim`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from gateway.config import Config, load_config
+from gateway.control import request
+from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIM_CONFIG = REPO_ROOT / "examples" / "sim.toml"
+
+_PORT_LINE = re.compile(r"^port\s*=\s*\d+\s*$", re.MULTILINE)
+
+
+def prepare_config(template: Path, workdir: Path, broker_port: int) -> Path:
+    """Copy the simulator config into `workdir`, pointed at the demo's broker."""
+    text = template.read_text(encoding="utf-8")
+    text, n = _PORT_LINE.subn(f"port = {broker_port}", text)
+    if n != 1:
+        raise ConfigError(template, "broker.port", "the demo needs exactly one 'port = N' line"
+                          " to point at its private broker")
+    path = workdir / "demo.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def wait_until_serving(cfg: Config, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for the service's control socket to answer (or the process to die)."""
+    from gateway.service import socket_path
+
+    sock = socket_path(cfg)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise GatewayError(f"the gateway exited with code {proc.returncode} during start;"
+                               " see its log above")
+        try:
+            request(sock, {"cmd": "ping"}, timeout=1.0)
+            return
+        except ServiceNotRunningError:
+            if time.monotonic() > deadline:
+                raise GatewayError(f"the gateway did not open {sock} within {timeout:.0f} s"
+                                   ) from None
+            # The service creates the socket last, after the store and uplink are up;
+            # there is no other signal to wait on from outside the process.
+            time.sleep(0.05)
+
+
+def run_demo(config: Path | None = None, duration: float | None = None) -> int:
+    from hw_sim.broker import Mosquitto
+    from hw_sim.platform import PlatformConsole
+
+    template = config or SIM_CONFIG
+    if not template.is_file():
+        print(f"demo: no simulator config at {template}; pass one with --config",
+              file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    workdir = Path(tempfile.mkdtemp(prefix="alarmgw-demo-"))
+    broker = Mosquitto(workdir / "broker")
+    console: PlatformConsole | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        broker.start()
+        print(f"demo: private Mosquitto on {broker.host}:{broker.port} (log"
+              f" {workdir / 'broker'})", flush=True)
+        cfg_path = prepare_config(template, workdir, broker.port)
+        cfg = load_config(cfg_path)
+        console = PlatformConsole(broker.host, broker.port, out=sys.stdout,
+                                  jsonl=workdir / "platform.jsonl")
+        console.start()
+        print("demo: platform console subscribed to alarmgw/v1/+/+/#", flush=True)
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "-c", str(cfg_path), "run"])
+        wait_until_serving(cfg, proc, timeout=20.0)
+        gw = f"{cfg.gateway.site}/{cfg.gateway.id}"
+        print(f"demo: gateway {gw} running on the simulator (pid {proc.pid})", flush=True)
+        panic = next(i for i in cfg.inputs if i.kind == "panic")
+        from gateway.service import socket_path
+
+        sock = socket_path(cfg)
+        print(f"demo: pressing {panic.id} ({panic.name})", flush=True)
+        request(sock, {"cmd": "sim", "action": "press", "input": panic.id})
+        if not console.wait_for(lambda c: bool(c.events_of("alarm", panic.id)), 10.0):
+            print("demo: FAILED: the alarm did not reach the platform in 10 s", file=sys.stderr)
+            return 1
+        print(f"demo: releasing {panic.id}", flush=True)
+        request(sock, {"cmd": "sim", "action": "release", "input": panic.id})
+        console.wait_for(lambda c: bool(c.events_of("restore", panic.id)), 10.0)
+        me = f"{sys.argv[0] if sys.argv[0].endswith('alarmgw') else 'alarmgw'} -c {cfg_path}"
+        print("demo: the system keeps running. In another terminal try:\n"
+              f"    {me} status\n"
+              f"    {me} sim press office-panic\n"
+              f"    {me} sim release office-panic\n"
+              f"    {me} test-alarm --drill gate-panic\n"
+              f"    {me} queue\n"
+              + ("demo: stopping in %.0f s" % duration if duration is not None
+                 else "demo: Ctrl-C to stop"), flush=True)
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop.is_set():
+            if proc.poll() is not None:
+                print(f"demo: the gateway exited (code {proc.returncode})", file=sys.stderr)
+                return 1
+            remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            if remaining <= 0:
+                break
+            stop.wait(remaining)
+        return 0
+    except (GatewayError, ControlError, OSError, TimeoutError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if console is not None:
+            console.stop()
+            print(f"demo: platform received {len(console.events)} events"
+                  f" ({console.duplicates} duplicates dropped), open seq gaps:"
+                  f" {console.gaps() or 'none'}", flush=True)
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,282 @@
+"""The engine: turns input changes into committed events. It owns the state.
+
+Drivers hand changes in through one thread-safe door (`Engine.door`), which
+only enqueues. The engine thread takes them in order, decides what they
+mean (a panic input going active is an alarm, going back is a restore), and
+commits the event to the outbox before anything else happens to it; then it
+wakes the uplink. The engine knows nothing of wires or of MQTT.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.clock import Clock, utc_iso
+from gateway.config import Config, InputSettings
+from gateway.drivers import InputChange
+from gateway.errors import GatewayError, StoreError
+from gateway.events import (
+    LANE,
+    EventType,
+    Occurrence,
+    Point,
+    encode,
+    event_document,
+    new_event_id,
+)
+from gateway.store import EventDraft, Outbox
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = 1.0
+
+
+@dataclass
+class PointState:
+    """What the engine knows of one configured input."""
+
+    settings: InputSettings
+    active: bool | None = None
+    """None until the driver's initial reading arrives."""
+    since: str | None = None
+    last_event_type: str | None = None
+    last_event_seq: int | None = None
+    last_event_id: str | None = None
+    alarms: int = 0
+
+
+@dataclass(frozen=True)
+class Committed:
+    """An event the store has fsynced."""
+
+    seq: int
+    event_id: str
+    type: str
+    point_id: str
+
+
+class _Call:
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+class _Stop:
+    pass
+
+
+class Engine:
+    """Links inputs to events. One thread; state is touched only from it."""
+
+    def __init__(self, config: Config, outbox: Outbox, clock: Clock,
+                 on_committed: Callable[[Committed], None]) -> None:
+        """`on_committed` runs in the engine thread right after each fsync (wake the
+        uplink there; it must not block)."""
+        self.config = config
+        self.outbox = outbox
+        self.clock = clock
+        self._on_committed = on_committed
+        self._queue: queue.SimpleQueue[InputChange | _Call | _Stop] = queue.SimpleQueue()
+        self._points = {inp.id: PointState(inp) for inp in config.inputs}
+        self._pending: deque[Occurrence] = deque()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the counters read by stats()
+        self.started_mono = time.monotonic()
+        self.loops = 0
+        """Messages handled; a watchdog sees progress in it."""
+        self.committed_total = 0
+        self.commit_failures = 0
+        self.last_commit_mono: float | None = None
+
+    # -- the door ---------------------------------------------------------
+
+    def door(self, change: InputChange) -> None:
+        """Hand in an input change. Thread-safe; never blocks; any driver may call it."""
+        self._queue.put(change)
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run `fn` in the engine thread (after everything already handed in)."""
+        c = _Call(fn)
+        self._queue.put(c)
+        return c.future
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what was handed in, then stop."""
+        self._queue.put(_Stop())
+        if self._thread is not None:
+            self._thread.join(10.0)
+            if self._thread.is_alive():
+                log.error("engine thread did not stop within 10 s")
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            try:
+                msg = self._queue.get(timeout=_RETRY_S if self._pending else None)
+            except queue.Empty:
+                self._retry_pending()
+                continue
+            self.loops += 1
+            if isinstance(msg, _Stop):
+                self._retry_pending()
+                if self._pending:
+                    log.critical("stopping with %d events that could not be committed",
+                                 len(self._pending))
+                return
+            try:
+                if isinstance(msg, InputChange):
+                    self._handle_change(msg)
+                else:
+                    try:
+                        msg.future.set_result(msg.fn())
+                    except BaseException as exc:
+                        msg.future.set_exception(exc)
+            except Exception:
+                log.exception("engine: error handling %r", msg)
+            if self._pending:
+                self._retry_pending()
+
+    # -- meaning ----------------------------------------------------------
+
+    def _handle_change(self, change: InputChange) -> None:
+        state = self._points.get(change.point_id)
+        if state is None:
+            log.error("engine: change from unknown input %r ignored", change.point_id)
+            return
+        inp = state.settings
+        was = state.active
+        state.active = change.active
+        state.since = utc_iso(self.clock.wall_at(change.mono_ns))
+        etype: EventType | None = None
+        if change.initial:
+            if change.active:
+                etype = "alarm" if inp.kind == "panic" else "tamper"
+                log.warning("input %s (%s, %s) is already active at start: raising %s",
+                            inp.id, inp.name, inp.source, etype)
+        elif was is None or change.active != was:
+            if inp.kind == "panic":
+                etype = "alarm" if change.active else "restore"
+            else:
+                etype = "tamper" if change.active else "tamper_cleared"
+        if etype is None:
+            return
+        self._commit(Occurrence(
+            type=etype,
+            point=Point(inp.id, inp.name, inp.location, inp.kind),
+            source=inp.source,
+            wall_ns=self.clock.wall_at(change.mono_ns),
+            mono_ns=change.mono_ns,
+            time_synced=self.clock.is_synced(),
+            detected_at_startup=change.initial,
+        ))
+
+    def raise_test(self, point_id: str, drill: bool, requested_by: str) -> Committed:
+        """Commit a test or drill event for `point_id` (call through `call()`)."""
+        state = self._points.get(point_id)
+        if state is None:
+            known = ", ".join(sorted(self._points))
+            raise KeyError(f"no input {point_id!r} in the config (inputs: {known})")
+        inp = state.settings
+        wall, mono = self.clock.now()
+        occ = Occurrence(
+            type="drill" if drill else "test",
+            point=Point(inp.id, inp.name, inp.location, inp.kind),
+            source=inp.source,
+            wall_ns=wall,
+            mono_ns=mono,
+            time_synced=self.clock.is_synced(),
+            detail={"requested_by": requested_by},
+        )
+        committed = self._commit(occ)
+        if committed is None:
+            raise StoreError("the event could not be committed; it is held in memory and"
+                             " retried every second (see the service log)")
+        return committed
+
+    def _commit(self, occ: Occurrence) -> Committed | None:
+        gw = self.config.gateway
+        t0 = time.monotonic()
+
+        def make(seq: int) -> EventDraft:
+            event_id = new_event_id()
+            doc = event_document(occ, event_id=event_id, seq=seq, site=gw.site, gateway=gw.id,
+                                 boot_id=self.clock.boot_id, occurred_at=utc_iso(occ.wall_ns))
+            return EventDraft(event_id=event_id, event_type=occ.type, topic="event",
+                              payload=encode(doc))
+
+        try:
+            seq, draft = self.outbox.commit_event(LANE[occ.type], make)
+        except GatewayError as exc:
+            with self._lock:
+                self.commit_failures += 1
+            log.critical("could not commit %s of input %s: %s; holding it in memory and"
+                         " retrying", occ.type, occ.point.id, exc)
+            self._pending.append(occ)
+            return None
+        committed = Committed(seq=seq, event_id=draft.event_id, type=occ.type,
+                              point_id=occ.point.id)
+        with self._lock:
+            self.committed_total += 1
+            self.last_commit_mono = time.monotonic()
+        state = self._points[occ.point.id]
+        state.last_event_type = occ.type
+        state.last_event_seq = seq
+        state.last_event_id = draft.event_id
+        if occ.type == "alarm":
+            state.alarms += 1
+        level = logging.WARNING if LANE[occ.type] == 0 else logging.INFO
+        log.log(level, "%s: input %s (%s) at %s: event seq %d id %s committed in %.1f ms",
+                occ.type.upper(), occ.point.id, occ.point.name, occ.source, seq, draft.event_id,
+                (time.monotonic() - t0) * 1000)
+        try:
+            self._on_committed(committed)
+        except Exception:
+            log.exception("engine: on_committed hook failed")
+        return committed
+
+    def _retry_pending(self) -> None:
+        while self._pending:
+            occ = self._pending.popleft()
+            if self._commit(occ) is None:
+                # _commit put it back at the end; keep the original order instead.
+                self._pending.rotate(1)
+                return
+
+    # -- inspection (call through call() for a consistent view) ------------
+
+    def points_status(self) -> list[dict[str, Any]]:
+        return [{
+            "id": s.settings.id,
+            "name": s.settings.name,
+            "location": s.settings.location,
+            "kind": s.settings.kind,
+            "source": s.settings.source,
+            "active": s.active,
+            "since": s.since,
+            "last_event": None if s.last_event_seq is None else {
+                "type": s.last_event_type, "seq": s.last_event_seq, "id": s.last_event_id},
+            "alarms": s.alarms,
+        } for s in self._points.values()]
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "committed": self.committed_total,
+                "commit_failures": self.commit_failures,
+                "pending_in_memory": len(self._pending),
+                "loops": self.loops,
+            }

@@ -1,0 +1,101 @@
+"""Events: what the gateway detected, as the platform receives it (protocol v1).
+
+An event is built once, with its seq, when it is committed to the outbox;
+the stored bytes are what every retry publishes, so `id` and every other
+field are stable across retries. The JSON Schema of this document is
+`gateway/uplink/schemas/event.schema.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.store import Lane
+
+PROTOCOL_VERSION = 1
+
+EventType = Literal[
+    "alarm", "restore", "tamper", "tamper_cleared", "fault", "fault_cleared", "test", "drill",
+]
+
+# Drills and tests take the alarm lane on purpose: a drill that skipped the
+# queue an alarm takes would measure nothing.
+LANE: dict[str, Lane] = {
+    "alarm": Lane.ALARM,
+    "tamper": Lane.ALARM,
+    "test": Lane.ALARM,
+    "drill": Lane.ALARM,
+    "restore": Lane.EVENT,
+    "tamper_cleared": Lane.EVENT,
+    "fault": Lane.EVENT,
+    "fault_cleared": Lane.EVENT,
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    """The configured button or device an event is about."""
+
+    id: str
+    name: str
+    location: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """Something that happened, before it has a seq and an id."""
+
+    type: EventType
+    point: Point
+    source: str
+    """Where it was read, e.g. 'gpio:17'."""
+    wall_ns: int
+    """Wall time of the occurrence, in ns since the epoch (may be unsynced)."""
+    mono_ns: int
+    """CLOCK_BOOTTIME of the occurrence, in ns."""
+    time_synced: bool
+    detected_at_startup: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def new_event_id() -> str:
+    """A fresh, globally unique event id.
+
+    Random rather than derived from seq: a gateway whose SD card is replaced
+    restarts its seq at 1, and its new events must not collide with old ones
+    in the platform's de-duplication.
+    """
+    return str(uuid.uuid4())
+
+
+def event_document(occ: Occurrence, *, event_id: str, seq: int, site: str, gateway: str,
+                   boot_id: str, occurred_at: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "id": event_id,
+        "seq": seq,
+        "type": occ.type,
+        "site": site,
+        "gateway": gateway,
+        "point": {"id": occ.point.id, "name": occ.point.name, "location": occ.point.location,
+                  "kind": occ.point.kind},
+        "source": occ.source,
+        "occurred_at": occurred_at,
+        "time_synced": occ.time_synced,
+        "mono_ns": occ.mono_ns,
+        "boot_id": boot_id,
+        "detected_at_startup": occ.detected_at_startup,
+        "snapshots": [],
+    }
+    if occ.detail:
+        doc["detail"] = occ.detail
+    return doc
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; Chinese point names travel as they are."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

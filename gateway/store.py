@@ -1,0 +1,481 @@
+"""The durable outbox: every event waits here, on disk, until the broker has it.
+
+SQLite in WAL mode. A row is committed with `synchronous=FULL` (fsync of
+the WAL) before anything else happens to it: that commit is the moment the
+gateway has "detected" the event. Rows then move through explicit states:
+
+    READY --(published)--> IN_FLIGHT --(PUBACK)--> ACKED --(pruned)--> gone
+      ^                        |
+      +---(service start, or broker refused the message)
+
+On open, IN_FLIGHT rows go back to READY: the process that sent them died
+before their PUBACK arrived, so they are sent again (the platform
+de-duplicates by event id). State changes after the first commit use
+`synchronous=NORMAL`: losing one on power loss means a duplicate delivery,
+never a lost event, and it spares the SD card an fsync per message.
+
+Rows sit in priority lanes. The uplink always takes the lowest lane first,
+so a new alarm overtakes any backlog. A byte budget bounds the store:
+acknowledged history goes first, then the oldest bulk rows (snapshots,
+telemetry); alarm and event rows are never evicted or refused.
+
+The per-gateway event `seq` is allocated inside the same transaction that
+inserts the event, so the sequence is gapless across crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import StoreError, StoreFullError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class Lane(IntEnum):
+    """Priority lanes of the outbox; lower goes first."""
+
+    ALARM = 0
+    """Alarms, tamper, drills and tests: never wait behind anything."""
+    EVENT = 1
+    """Restores, faults and other events: never evicted."""
+    BULK = 2
+    """Snapshots and telemetry: give way under the byte budget."""
+
+
+class State(IntEnum):
+    READY = 0
+    IN_FLIGHT = 1
+    ACKED = 2
+
+
+@dataclass(frozen=True)
+class Row:
+    """One message waiting in (or recently delivered from) the outbox."""
+
+    rowid: int
+    lane: Lane
+    topic: str
+    payload: bytes
+    properties: dict[str, Any] | None
+    seq: int | None
+    event_id: str | None
+    event_type: str | None
+    created_at: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class LaneStats:
+    ready: int
+    in_flight: int
+    bytes: int
+    oldest_created_at: str | None
+    oldest_event_id: str | None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    lanes: dict[str, LaneStats]
+    acked_kept: int
+    bytes_total: int
+    budget_bytes: int
+    next_seq: int
+    evicted_total: int
+    refused_total: int
+
+    @property
+    def waiting(self) -> int:
+        return sum(s.ready + s.in_flight for s in self.lanes.values())
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """What `Outbox.commit_event` needs to build a row once it has a seq."""
+
+    event_id: str
+    event_type: str
+    topic: str
+    payload: bytes
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    rowid      INTEGER PRIMARY KEY,
+    lane       INTEGER NOT NULL,
+    state      INTEGER NOT NULL DEFAULT 0,
+    seq        INTEGER UNIQUE,
+    event_id   TEXT UNIQUE,
+    event_type TEXT,
+    topic      TEXT NOT NULL,
+    payload    BLOB NOT NULL,
+    properties TEXT,
+    size       INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    acked_at   TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, lane, rowid);
+"""
+
+
+def _utc_now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+class Outbox:
+    """The on-disk queue between the engine (which commits) and the uplink (which drains).
+
+    Thread-safe: one connection behind a lock; each method is one transaction.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int = 256 * 1024 * 1024,
+                 keep_acked: int = 1000) -> None:
+        """`path`: the database file; `max_bytes`: byte budget of rows, in bytes;
+        `keep_acked`: how many delivered rows to keep for inspection."""
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep_acked = keep_acked
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._sync = ""
+        self._bytes = 0
+        self._acked = 0
+        self.evicted_total = 0
+        self.refused_total = 0
+        self.requeued_at_open = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating if needed) and put rows left in flight back to ready."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {self.path}: {exc}; check that the state"
+                             " directory exists and is writable by the service user") from exc
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"store {self.path}: SQLite refused WAL mode (got {mode!r});"
+                                 " is the state directory on a filesystem without mmap?")
+            db.execute("PRAGMA synchronous=FULL")
+            self._sync = "FULL"
+            db.executescript(_SCHEMA)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise StoreError(f"store {self.path} has schema version {version}, this alarmgw"
+                                 f" knows {SCHEMA_VERSION}: upgrade alarmgw or move the file")
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute("UPDATE outbox SET state=? WHERE state=?",
+                             (State.READY, State.IN_FLIGHT))
+            self.requeued_at_open = cur.rowcount
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1)")
+            db.execute("COMMIT")
+            self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+            self._acked = db.execute("SELECT COUNT(*) FROM outbox WHERE state=?",
+                                     (State.ACKED,)).fetchone()[0]
+        except sqlite3.Error as exc:
+            db.close()
+            raise StoreError(f"store {self.path} is unusable: {exc}; if the file is corrupt,"
+                             " stop the service and move it aside (events in it are lost)") from exc
+        except StoreError:
+            db.close()
+            raise
+        self._db = db
+        if self.requeued_at_open:
+            log.info("store %s: %d rows were in flight when the service stopped; sending them"
+                     " again", self.path, self.requeued_at_open)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Outbox:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _txn(self, synchronous: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            if self._sync != synchronous:
+                db.execute(f"PRAGMA synchronous={synchronous}")
+                self._sync = synchronous
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # -- the engine's side -------------------------------------------------
+
+    def commit_event(self, lane: Lane, make: Callable[[int], EventDraft],
+                     properties: dict[str, Any] | None = None) -> tuple[int, EventDraft]:
+        """Allocate the next seq, build the event with it and commit it durably.
+
+        Returns (seq, draft) once the row is fsynced. Alarm and event lanes are
+        never refused: if the budget is exceeded, bulk rows are evicted first and
+        the row is stored regardless.
+        """
+        if lane == Lane.BULK:
+            raise ValueError("events go in the alarm or event lane")
+        for attempt in (1, 2):
+            try:
+                with self._txn("FULL") as db:
+                    seq = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
+                    draft = make(seq)
+                    size = len(draft.payload)
+                    self._make_room(db, size, lane)
+                    db.execute(
+                        "INSERT INTO outbox (lane, seq, event_id, event_type, topic, payload,"
+                        " properties, size, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (int(lane), seq, draft.event_id, draft.event_type, draft.topic,
+                         draft.payload, _props(properties), size, _utc_now()))
+                    db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                self._bytes += size
+                return seq, draft
+            except sqlite3.OperationalError as exc:
+                if attempt == 1 and "full" in str(exc):
+                    log.error("store %s: disk full while committing an event; evicting bulk rows"
+                              " and retrying", self.path)
+                    self._evict_for_disk()
+                    continue
+                raise StoreError(f"store {self.path}: cannot commit event: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: cannot commit event: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def put_bulk(self, topic: str, payload: bytes,
+                 properties: dict[str, Any] | None = None) -> int:
+        """Store a bulk row (snapshot, telemetry); evicts older bulk rows to fit the budget.
+
+        Raises StoreFullError when even after evicting it does not fit.
+        """
+        size = len(payload)
+        try:
+            with self._txn("NORMAL") as db:
+                self._make_room(db, size, Lane.BULK)
+                if self._bytes + size > self.max_bytes:
+                    self.refused_total += 1
+                    raise StoreFullError(Lane.BULK.name.lower(), size, self.max_bytes)
+                cur = db.execute(
+                    "INSERT INTO outbox (lane, topic, payload, properties, size, created_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (int(Lane.BULK), topic, payload, _props(properties), size, _utc_now()))
+                rowid = cur.lastrowid
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot store bulk row: {exc}") from exc
+        self._bytes += size
+        assert rowid is not None
+        return rowid
+
+    def _make_room(self, db: sqlite3.Connection, size: int, lane: Lane) -> None:
+        """Evict delivered rows, then the oldest waiting bulk rows, until `size` fits."""
+        need = self._bytes + size - self.max_bytes
+        if need <= 0:
+            return
+        for state in (State.ACKED, State.READY):
+            rows = db.execute(
+                "SELECT rowid, size FROM outbox WHERE state=? AND (lane=? OR state=?)"
+                " ORDER BY rowid", (state, Lane.BULK, State.ACKED)).fetchall()
+            victims: list[int] = []
+            freed = 0
+            for rowid, rsize in rows:
+                if freed >= need:
+                    break
+                victims.append(rowid)
+                freed += rsize
+            if victims:
+                db.executemany("DELETE FROM outbox WHERE rowid=?", [(r,) for r in victims])
+                self._bytes -= freed
+                need -= freed
+                if state == State.ACKED:
+                    self._acked -= len(victims)
+                else:
+                    self.evicted_total += len(victims)
+                    log.warning("store budget of %d bytes reached: evicted %d waiting bulk rows"
+                                " (%d bytes) to keep a %s row", self.max_bytes, len(victims),
+                                freed, lane.name.lower())
+            if need <= 0:
+                return
+        if lane != Lane.BULK:
+            log.warning("store budget of %d bytes exceeded by %d bytes of alarm/event rows;"
+                        " they are kept regardless", self.max_bytes, need)
+
+    def _evict_for_disk(self) -> None:
+        with self._lock:
+            db = self._db
+            if db is None:
+                return
+            try:
+                db.execute("DELETE FROM outbox WHERE state=? OR (lane=? AND state=?)",
+                           (State.ACKED, Lane.BULK, State.READY))
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.error("store %s: could not free space: %s", self.path, exc)
+            self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+            self._acked = 0
+
+    # -- the uplink's side -------------------------------------------------
+
+    def take(self, limit: int, max_lane: Lane = Lane.BULK) -> list[Row]:
+        """Move up to `limit` ready rows, lowest lane first, to IN_FLIGHT and return them."""
+        if limit <= 0:
+            return []
+        try:
+            with self._txn("NORMAL") as db:
+                rows = db.execute(
+                    "SELECT rowid, lane, topic, payload, properties, seq, event_id, event_type,"
+                    " created_at, attempts FROM outbox WHERE state=? AND lane<=?"
+                    " ORDER BY lane, rowid LIMIT ?", (State.READY, int(max_lane), limit)).fetchall()
+                if rows:
+                    db.executemany("UPDATE outbox SET state=?, attempts=attempts+1 WHERE rowid=?",
+                                   [(State.IN_FLIGHT, r[0]) for r in rows])
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot take rows: {exc}") from exc
+        return [Row(rowid=r[0], lane=Lane(r[1]), topic=r[2], payload=bytes(r[3]),
+                    properties=json.loads(r[4]) if r[4] else None, seq=r[5], event_id=r[6],
+                    event_type=r[7], created_at=r[8], attempts=r[9] + 1) for r in rows]
+
+    def has_ready(self, max_lane: Lane = Lane.BULK) -> bool:
+        with self._lock:
+            db = self._db
+            if db is None:
+                return False
+            return db.execute("SELECT 1 FROM outbox WHERE state=? AND lane<=? LIMIT 1",
+                              (State.READY, int(max_lane))).fetchone() is not None
+
+    def ack(self, rowids: list[int]) -> int:
+        """Mark rows delivered (their PUBACK arrived) and prune old history."""
+        if not rowids:
+            return 0
+        now = _utc_now()
+        try:
+            with self._txn("NORMAL") as db:
+                cur = db.executemany(
+                    "UPDATE outbox SET state=?, acked_at=? WHERE rowid=? AND state=?",
+                    [(State.ACKED, now, r, State.IN_FLIGHT) for r in rowids])
+                done = cur.rowcount
+                self._acked += done
+                excess = self._acked - self.keep_acked
+                if excess > 0:
+                    freed = db.execute(
+                        "SELECT COALESCE(SUM(size), 0) FROM (SELECT size FROM outbox WHERE"
+                        " state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess)).fetchone()[0]
+                    db.execute("DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox"
+                               " WHERE state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess))
+                    self._acked -= excess
+                    self._bytes -= freed
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot record PUBACKs: {exc}") from exc
+        return done
+
+    def release(self, rowids: list[int]) -> None:
+        """Put in-flight rows back to READY (the broker refused them, or we gave up waiting)."""
+        if not rowids:
+            return
+        try:
+            with self._txn("NORMAL") as db:
+                db.executemany("UPDATE outbox SET state=? WHERE rowid=? AND state=?",
+                               [(State.READY, r, State.IN_FLIGHT) for r in rowids])
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot requeue rows: {exc}") from exc
+
+    # -- inspection --------------------------------------------------------
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            return _stats(db, self.max_bytes, self.evicted_total, self.refused_total)
+
+    def waiting(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            return _waiting(db, limit)
+
+
+def _props(properties: dict[str, Any] | None) -> str | None:
+    return json.dumps(properties, ensure_ascii=False) if properties else None
+
+
+def _stats(db: sqlite3.Connection, budget: int, evicted: int, refused: int) -> QueueStats:
+    lanes: dict[str, LaneStats] = {}
+    for lane in Lane:
+        ready, in_flight, nbytes = db.execute(
+            "SELECT COALESCE(SUM(state=0), 0), COALESCE(SUM(state=1), 0),"
+            " COALESCE(SUM(size), 0) FROM outbox WHERE lane=? AND state<2",
+            (int(lane),)).fetchone()
+        oldest = db.execute(
+            "SELECT created_at, event_id FROM outbox WHERE lane=? AND state<2 ORDER BY rowid"
+            " LIMIT 1", (int(lane),)).fetchone()
+        lanes[lane.name.lower()] = LaneStats(
+            ready=ready, in_flight=in_flight, bytes=nbytes,
+            oldest_created_at=oldest[0] if oldest else None,
+            oldest_event_id=oldest[1] if oldest else None)
+    acked = db.execute("SELECT COUNT(*) FROM outbox WHERE state=2").fetchone()[0]
+    total = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+    row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+    return QueueStats(lanes=lanes, acked_kept=acked, bytes_total=total, budget_bytes=budget,
+                      next_seq=row[0] if row else 1, evicted_total=evicted,
+                      refused_total=refused)
+
+
+def _waiting(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    rows = db.execute(
+        "SELECT rowid, lane, state, seq, event_id, event_type, topic, size, created_at, attempts"
+        " FROM outbox WHERE state<2 ORDER BY lane, rowid LIMIT ?", (limit,)).fetchall()
+    return [{"row": r[0], "lane": Lane(r[1]).name.lower(),
+             "state": "in_flight" if r[2] == State.IN_FLIGHT else "ready", "seq": r[3],
+             "event_id": r[4], "type": r[5], "topic": r[6], "bytes": r[7], "created_at": r[8],
+             "attempts": r[9]} for r in rows]
+
+
+def read_queue_offline(path: Path, limit: int = 100) -> tuple[QueueStats, list[dict[str, Any]]]:
+    """Read the queue of a store whose service is not running, without changing it."""
+    if not path.exists():
+        raise StoreError(f"no store at {path} (has the service ever run with this config?)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path} read-only: {exc}") from exc
+    try:
+        return _stats(db, 0, 0, 0), _waiting(db, limit)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path}: {exc}") from exc
+    finally:
+        db.close()

@@ -1,0 +1,500 @@
+"""The MQTT 5 uplink: drains the outbox to the broker, one PUBACK at a time.
+
+One thread owns the connection and runs paho-mqtt's network loop itself
+(`loop_read`/`loop_write`/`loop_misc` around one `select`), so publishing,
+PUBACK handling and the outbox never race. The engine only calls `wake()`
+after it commits; the uplink takes rows from the outbox, lowest lane first.
+
+A row leaves the outbox only when the broker's PUBACK for it arrives (a
+"no matching subscribers" PUBACK counts: the broker has it). paho's own
+message queue is memory only and is not trusted across connections: each
+connection gets a fresh paho client, and rows in flight when a connection
+drops go back to READY, so after a reconnect the alarm lane goes first.
+
+TLS is configured once into an `ssl.SSLContext` (TLS >= 1.2, certificate
+and host name verified); a TLS failure is reported and retried as TLS,
+never as plaintext.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.clock import utc_iso
+from gateway.config import BrokerSettings
+from gateway.errors import UplinkError
+from gateway.store import Lane, Outbox, Row
+from gateway.uplink.protocol import Topics, encode
+
+log = logging.getLogger(__name__)
+
+
+def make_tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
+    """The uplink's TLS context, or None for an explicitly plaintext loopback broker."""
+    tls = settings.tls
+    if tls is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(tls.ca) if tls.ca else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if tls.cert is not None and tls.key is not None:
+            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    except (ssl.SSLError, OSError) as exc:
+        raise UplinkError(f"broker.tls: cannot load the CA, certificate or key: {exc}; check"
+                          " that the files are PEM and that the key matches the"
+                          " certificate") from exc
+    return ctx
+
+
+@dataclass
+class _InFlight:
+    row: Row
+    sent_mono: float
+
+
+def describe_connect_error(exc: BaseException, where: str) -> str:
+    """A technician's sentence for why connecting to the broker failed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS: the certificate of broker {where} was rejected ({exc.verify_message});"
+                " check broker.tls.ca and that broker.host matches a name in the broker's"
+                " certificate")
+    if isinstance(exc, ssl.SSLError):
+        return (f"TLS handshake with broker {where} failed ({exc.reason or exc}); check that the"
+                " port is the broker's TLS listener and that the client certificate is"
+                " accepted")
+    if isinstance(exc, ConnectionRefusedError):
+        return f"broker {where} refused the connection; is the broker running on that port?"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"broker {where} did not answer in time; check the network path and firewall"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve broker host of {where} ({exc.strerror}); check DNS and broker.host"
+    if isinstance(exc, OSError):
+        return f"cannot connect to broker {where}: {exc.strerror or exc}"
+    return f"cannot connect to broker {where}: {exc!r}"
+
+
+class Uplink:
+    """Delivers outbox rows to the broker and keeps the gateway's presence there."""
+
+    def __init__(self, settings: BrokerSettings, topics: Topics, outbox: Outbox, *,
+                 status_doc: Callable[[str], dict[str, Any]],
+                 health_doc: Callable[[], dict[str, Any]] | None = None,
+                 health_interval_s: float = 30.0) -> None:
+        """`status_doc(state)`: the status document for 'online'/'offline';
+        `health_doc()`: the heartbeat document; `health_interval_s`: heartbeat
+        period, in seconds."""
+        self.settings = settings
+        self.topics = topics
+        self.outbox = outbox
+        self._status_doc = status_doc
+        self._health_doc = health_doc
+        self._health_interval = health_interval_s
+        self._tls = make_tls_context(settings)
+        self._where = f"{settings.host}:{settings.port}"
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the fields read by state()
+        # Owned by the uplink thread:
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._session_over = False
+        self._connack: ReasonCode | None = None
+        self._server_receive_max = 65535
+        self._inflight: dict[int, _InFlight] = {}
+        self._acks: list[tuple[int, ReasonCode]] = []
+        self._dirty = True
+        self._hold_until = 0.0
+        self._refusals = 0
+        self._last_rx = 0.0
+        # Read by state():
+        self._state: dict[str, Any] = {
+            "broker": self._where, "tls": self._tls is not None, "connected": False,
+            "since": None, "last_puback_at": None, "last_error": None, "connects": 0,
+            "published": 0, "acked": 0, "refused": 0, "tls_peer": None,
+        }
+
+    # -- the engine's side ------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New rows were committed: look at the outbox now. Thread-safe, never blocks."""
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already awake or stopping
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Say 'offline' (graceful, retained), disconnect and end the thread."""
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout + 2.0)
+            if self._thread.is_alive():
+                log.error("uplink thread did not stop within %.0f s", timeout + 2.0)
+            self._thread = None
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            s = dict(self._state)
+        s["in_flight"] = len(self._inflight)
+        return s
+
+    def _set(self, **fields: Any) -> None:
+        with self._lock:
+            self._state.update(fields)
+
+    # -- the connection loop ----------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self.settings.reconnect_min_s
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._connect_and_serve()
+            except Exception:
+                log.exception("uplink to broker %s: unexpected error; reconnecting", self._where)
+            finally:
+                self._end_session()
+            if self._stop.is_set():
+                break
+            # A session that lasted gets a fresh backoff; a flapping one backs off.
+            if time.monotonic() - started > 10 * self.settings.reconnect_max_s:
+                backoff = self.settings.reconnect_min_s
+            delay = backoff * random.uniform(0.8, 1.2)
+            backoff = min(backoff * 2, self.settings.reconnect_max_s)
+            self._sleep(delay)
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait for the backoff, or for stop; commits meanwhile do not cut it short."""
+        self._stop.wait(seconds)
+
+    def _new_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
+                             protocol=mqtt.MQTTv5)
+        client.connect_timeout = s.connect_timeout_s
+        client.max_inflight_messages_set(s.window)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        will_props.ContentType = "application/json"
+        client.will_set(self.topics.status, encode(self._status_doc("offline")), qos=1,
+                        retain=True, properties=will_props)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        # A bug in a callback must not kill the connection thread; paho logs it.
+        client.suppress_exceptions = True
+        return client
+
+    def _connect_and_serve(self) -> None:
+        client = self._new_client()
+        self._client = client
+        self._connected = False
+        self._session_over = False
+        self._connack = None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        # connect_async only records the parameters; reconnect() below makes the
+        # (blocking, timeout-bounded) TCP connection and TLS handshake in this thread.
+        client.connect_async(self.settings.host, self.settings.port,
+                             keepalive=self.settings.keepalive_s, clean_start=True,
+                             properties=props)
+        try:
+            client.reconnect()
+        except Exception as exc:
+            msg = describe_connect_error(exc, self._where)
+            self._set(last_error=msg)
+            log.warning("uplink: %s", msg)
+            return
+        sock = client.socket()
+        if sock is None:
+            return
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        self._last_rx = time.monotonic()
+        next_health = time.monotonic() + 1.0
+        while not self._stop.is_set() and not self._session_over:
+            now = time.monotonic()
+            if not self._connected and now > deadline:
+                msg = f"broker {self._where} accepted TCP but sent no CONNACK in time"
+                self._set(last_error=msg)
+                log.warning("uplink: %s", msg)
+                return
+            timeout = 1.0
+            if self._connected:
+                if self._health_doc is not None:
+                    timeout = min(timeout, max(0.0, next_health - now))
+                if self._hold_until > now:
+                    timeout = min(timeout, self._hold_until - now)
+            wlist = [sock] if client.want_write() else []
+            try:
+                readable, writable, _ = select.select([sock, self._wake_r], wlist, [], timeout)
+            except (OSError, ValueError):
+                return  # socket closed under us: paho already reported the disconnect
+            if self._wake_r in readable:
+                self._drain_wake()
+                self._dirty = True
+            if sock in readable:
+                self._last_rx = time.monotonic()
+                client.loop_read()
+                while isinstance(sock, ssl.SSLSocket) and not self._session_over and \
+                        client.socket() is sock and sock.pending():
+                    client.loop_read()
+            if writable and client.socket() is sock:
+                client.loop_write()
+            client.loop_misc()
+            self._handle_acks()
+            if self._session_over or client.socket() is None:
+                return
+            if self._connected:
+                self._check_silence()
+                self._publish_ready(client)
+                if self._health_doc is not None and time.monotonic() >= next_health:
+                    self._publish_health(client)
+                    next_health = time.monotonic() + self._health_interval
+        if self._stop.is_set() and self._connected:
+            self._goodbye(client, sock)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _check_silence(self) -> None:
+        """Declare the link dead when a PUBACK is overdue and the broker has said nothing.
+
+        paho's keepalive alone takes up to two keepalive periods to notice a
+        black-holed link; an alarm waiting for its PUBACK should not wait that long.
+        """
+        if not self._inflight:
+            return
+        limit = max(1.5 * self.settings.keepalive_s, 3.0)
+        now = time.monotonic()
+        oldest = min(f.sent_mono for f in self._inflight.values())
+        if now - oldest > limit and now - self._last_rx > limit:
+            msg = (f"broker {self._where} silent for {now - self._last_rx:.0f} s with"
+                   f" {len(self._inflight)} messages awaiting PUBACK; reconnecting")
+            log.warning("uplink: %s", msg)
+            self._set(last_error=msg)
+            self._session_over = True
+
+    def _end_session(self) -> None:
+        client = self._client
+        self._client = None
+        if client is not None:
+            sock = client.socket()
+            if sock is not None:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+        was_connected = self._connected
+        self._connected = False
+        # Whatever paho held for this connection is forgotten with it; the rows
+        # are still on disk and go back to READY.
+        if self._inflight:
+            try:
+                self.outbox.release([f.row.rowid for f in self._inflight.values()])
+            except Exception:
+                log.exception("uplink: could not requeue in-flight rows (they return to"
+                              " ready at the next start)")
+            self._inflight.clear()
+        self._acks.clear()
+        if was_connected:
+            self._set(connected=False, since=utc_iso(time.time_ns()))
+
+    def _goodbye(self, client: mqtt.Client, sock: Any) -> None:
+        """Publish 'offline' (a clean DISCONNECT suppresses the Will) and disconnect."""
+        try:
+            info = client.publish(self.topics.status, encode(self._status_doc("offline")),
+                                  qos=1, retain=True, properties=_json_props())
+            deadline = time.monotonic() + 2.0
+            while not info.is_published() and time.monotonic() < deadline \
+                    and client.socket() is not None:
+                wl = [sock] if client.want_write() else []
+                r, w, _ = select.select([sock], wl, [], 0.1)
+                if r:
+                    client.loop_read()
+                if w:
+                    client.loop_write()
+            client.disconnect()
+            if client.want_write() and client.socket() is not None:
+                client.loop_write()
+        except Exception:
+            log.debug("uplink: goodbye to %s failed", self._where, exc_info=True)
+
+    # -- paho callbacks (run in this thread, inside loop_read/loop_misc) ---
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
+        if reason_code.is_failure:
+            msg = (f"broker {self._where} refused the connection: {reason_code}; check"
+                   " broker.username/password, the client certificate and the broker's ACL")
+            log.error("uplink: %s", msg)
+            self._set(last_error=msg)
+            self._session_over = True
+            return
+        rmax = getattr(properties, "ReceiveMaximum", None) if properties else None
+        self._server_receive_max = int(rmax) if rmax else 65535
+        self._connected = True
+        self._dirty = True
+        sock = client.socket()
+        peer = None
+        if isinstance(sock, ssl.SSLSocket):
+            cert = sock.getpeercert() or {}
+            subject = dict(x[0] for x in cert.get("subject", ()))
+            peer = {"version": sock.version(), "cipher": (sock.cipher() or ("",))[0],
+                    "subject": subject.get("commonName")}
+        with self._lock:
+            self._state.update(connected=True, since=utc_iso(time.time_ns()), last_error=None,
+                               tls_peer=peer)
+            self._state["connects"] += 1
+        log.info("uplink: connected to broker %s%s (receive maximum %d)", self._where,
+                 f" over {peer['version']}" if peer else "", self._server_receive_max)
+        client.publish(self.topics.status, encode(self._status_doc("online")), qos=1,
+                       retain=True, properties=_json_props())
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
+        if not self._stop.is_set():
+            msg = f"lost connection to broker {self._where}: {reason_code}"
+            log.warning("uplink: %s; %d messages were in flight and will be re-sent", msg,
+                        len(self._inflight))
+            self._set(last_error=msg)
+        self._session_over = True
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties) -> None:
+        self._acks.append((mid, reason_code))
+
+    # -- outbox <-> broker ------------------------------------------------
+
+    def _handle_acks(self) -> None:
+        if not self._acks:
+            return
+        acks, self._acks = self._acks, []
+        done: list[int] = []
+        refused: list[tuple[Row, ReasonCode]] = []
+        for mid, rc in acks:
+            flight = self._inflight.pop(mid, None)
+            if flight is None:
+                continue  # the status message, or a PUBACK from an abandoned attempt
+            # 0x10 "No matching subscribers" is a success: the broker has the message.
+            if rc.is_failure:
+                refused.append((flight.row, rc))
+            else:
+                done.append(flight.row.rowid)
+        if done:
+            self.outbox.ack(done)
+            with self._lock:
+                self._state["acked"] += len(done)
+                self._state["last_puback_at"] = utc_iso(time.time_ns())
+            self._dirty = True
+            self._refusals = 0
+        if refused:
+            self.outbox.release([row.rowid for row, _ in refused])
+            self._refusals += 1
+            hold = min(2.0 ** self._refusals, 60.0)
+            self._hold_until = time.monotonic() + hold
+            row, rc = refused[0]
+            msg = (f"broker {self._where} refused {len(refused)} message(s), e.g. seq {row.seq}"
+                   f" on {self.topics.full(row.topic)}: {rc}; check the broker's ACL for this"
+                   f" gateway; retrying in {hold:.0f} s")
+            log.error("uplink: %s", msg)
+            with self._lock:
+                self._state["refused"] += len(refused)
+                self._state["last_error"] = msg
+
+    def _window(self) -> int:
+        return max(1, min(self.settings.window, self._server_receive_max - 1))
+
+    def _publish_ready(self, client: mqtt.Client) -> None:
+        if not self._dirty or time.monotonic() < self._hold_until:
+            return
+        window = self._window()
+        # Lower lanes may fill the window only up to a reserve kept for alarms.
+        reserve = max(1, window // 4) if window > 1 else 0
+        free = window - len(self._inflight)
+        if free <= 0:
+            self._dirty = False
+            return
+        rows = self.outbox.take(free, max_lane=Lane.ALARM)
+        free_low = window - reserve - len(self._inflight) - len(rows)
+        exhausted = len(rows) < free
+        if free_low > 0:
+            more = self.outbox.take(free_low)
+            rows.extend(more)
+            exhausted = exhausted and len(more) < free_low
+        if not rows:
+            self._dirty = False
+            return
+        now = time.monotonic()
+        published = 0
+        for i, row in enumerate(rows):
+            props = Properties(PacketTypes.PUBLISH)
+            if row.properties:
+                for key, value in row.properties.items():
+                    if key == "UserProperty":
+                        props.UserProperty = [tuple(p) for p in value]
+                    else:
+                        setattr(props, key, value)
+            else:
+                props.ContentType = "application/json"
+                props.PayloadFormatIndicator = 1
+            info = client.publish(self.topics.full(row.topic), row.payload, qos=1,
+                                  properties=props)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                # Not sent (connection dropped meanwhile): back to READY with the rest.
+                self.outbox.release([r.rowid for r in rows[i:]])
+                break
+            self._inflight[info.mid] = _InFlight(row, now)
+            published += 1
+        with self._lock:
+            self._state["published"] += published
+        # If the outbox gave us all we asked for there may be more: stay dirty.
+        self._dirty = not exhausted
+
+    def _publish_health(self, client: mqtt.Client) -> None:
+        assert self._health_doc is not None
+        try:
+            doc = self._health_doc()
+        except Exception:
+            log.exception("uplink: could not build the health document")
+            return
+        client.publish(self.topics.health, encode(doc), qos=0, properties=_json_props())
+
+
+def _json_props() -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = "application/json"
+    props.PayloadFormatIndicator = 1
+    return props

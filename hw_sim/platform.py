@@ -1,0 +1,292 @@
+"""The reference platform console: what a police platform does with protocol v1.
+
+It subscribes to gateways' topics (optionally through an MQTT 5 shared
+subscription, as a scaled-out platform would), de-duplicates events by
+`id` (delivery is at least once), orders them by `seq` per gateway, and
+reports seq gaps that stay open. It prints every event as it arrives and
+can write everything it received as JSON lines, for tests and for drills'
+records.
+
+    python -m hw_sim.platform --port 1883 [--share GROUP] [--jsonl FILE]
+
+It keeps a persistent session (clean_start false, one hour expiry), so a
+broker that keeps sessions queues events while the console is away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+log = logging.getLogger(__name__)
+
+TOPIC_ROOT = "alarmgw/v1/+/+"
+
+
+@dataclass
+class Received:
+    """One MQTT message as the console received it."""
+
+    topic: str
+    payload: bytes
+    properties: dict[str, Any]
+    arrived_mono: float
+    arrived_wall: float
+
+
+@dataclass
+class GatewayRecord:
+    """What the console knows of one gateway's event sequence."""
+
+    seqs: set[int] = field(default_factory=set)
+
+    def gaps(self) -> list[int]:
+        if not self.seqs:
+            return []
+        lo, hi = min(self.seqs), max(self.seqs)
+        return [s for s in range(lo, hi + 1) if s not in self.seqs]
+
+
+class PlatformConsole:
+    """Subscribe, de-duplicate, order, report. Thread-safe readers; waits on a Condition."""
+
+    def __init__(self, host: str, port: int, *, share_group: str | None = None,
+                 client_id: str = "alarmgw-platform-console", jsonl: Path | None = None,
+                 out: TextIO | None = None, tls_ca: Path | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None,
+                 persistent: bool = True) -> None:
+        """`share_group`: consume through `$share/GROUP/...`; `jsonl`: append every
+        received message there; `out`: print a line per event there (None: silent)."""
+        self.host = host
+        self.port = port
+        self.share_group = share_group
+        self.jsonl = jsonl
+        self.out = out
+        self._cond = threading.Condition()
+        self.events: list[dict[str, Any]] = []
+        """Unique events in arrival order."""
+        self.ids: set[str] = set()
+        self.duplicates = 0
+        self.raw: list[Received] = []
+        self.status: dict[str, dict[str, Any]] = {}
+        self.health: list[dict[str, Any]] = []
+        self.gateways: dict[str, GatewayRecord] = {}
+        self.invalid: list[tuple[str, str]] = []
+        self.connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._jsonl_file: TextIO | None = None
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=mqtt.MQTTv5)
+        self._persistent = persistent
+        if tls_ca is not None:
+            self._client.tls_set(ca_certs=str(tls_ca),
+                                 certfile=str(tls_cert) if tls_cert else None,
+                                 keyfile=str(tls_key) if tls_key else None)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(0.1, 2.0)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self, wait_s: float = 10.0) -> None:
+        """Connect and subscribe; returns once subscribed (raises TimeoutError otherwise)."""
+        if self.jsonl is not None:
+            self._jsonl_file = self.jsonl.open("a", encoding="utf-8")
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if self._persistent else 0
+        self._client.connect_async(self.host, self.port, keepalive=10,
+                                   clean_start=not self._persistent, properties=props)
+        self._client.loop_start()
+        if not self._subscribed.wait(wait_s):
+            self.stop()
+            raise TimeoutError(f"platform console: not subscribed to {self.host}:{self.port}"
+                               f" within {wait_s} s")
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._jsonl_file is not None:
+            self._jsonl_file.close()
+            self._jsonl_file = None
+
+    def __enter__(self) -> PlatformConsole:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- callbacks (paho's thread) ----------------------------------------
+
+    def _topic(self, suffix: str) -> str:
+        t = f"{TOPIC_ROOT}/{suffix}"
+        return f"$share/{self.share_group}/{t}" if self.share_group else t
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                    props: Properties | None) -> None:
+        if rc.is_failure:
+            log.error("platform console: broker refused: %s", rc)
+            return
+        self.connected.set()
+        opts = SubscribeOptions(qos=1)
+        client.subscribe([(self._topic(s), opts) for s in
+                          ("event", "status", "health", "snapshot/#", "cmd/result")])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      rcs: list[ReasonCode], props: Properties | None) -> None:
+        failed = [str(rc) for rc in rcs if rc.is_failure]
+        if failed:
+            log.error("platform console: subscription refused: %s", failed)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                       props: Properties | None) -> None:
+        self.connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._receive(msg)
+        except Exception:
+            log.exception("platform console: cannot handle message on %s", msg.topic)
+
+    def _receive(self, msg: mqtt.MQTTMessage) -> None:
+        props = msg.properties.json() if msg.properties is not None else {}
+        rec = Received(msg.topic, bytes(msg.payload), props, time.monotonic(), time.time())
+        parts = msg.topic.split("/")
+        kind = parts[4] if len(parts) > 4 else ""
+        line: str | None = None
+        with self._cond:
+            self.raw.append(rec)
+            if kind == "event":
+                try:
+                    doc = json.loads(rec.payload)
+                    event_id = doc["id"]
+                    seq = int(doc["seq"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    self.invalid.append((msg.topic, f"{exc}"))
+                    self._cond.notify_all()
+                    return
+                if event_id in self.ids:
+                    self.duplicates += 1
+                else:
+                    self.ids.add(event_id)
+                    self.events.append(doc)
+                    gw = f"{parts[2]}/{parts[3]}"
+                    self.gateways.setdefault(gw, GatewayRecord()).seqs.add(seq)
+                    line = _format_event(doc, rec.arrived_wall)
+            elif kind == "status":
+                try:
+                    self.status[f"{parts[2]}/{parts[3]}"] = json.loads(rec.payload)
+                except ValueError as exc:
+                    self.invalid.append((msg.topic, f"{exc}"))
+            elif kind == "health":
+                try:
+                    self.health.append(json.loads(rec.payload))
+                except ValueError as exc:
+                    self.invalid.append((msg.topic, f"{exc}"))
+            self._cond.notify_all()
+        if self._jsonl_file is not None:
+            self._jsonl_file.write(json.dumps({
+                "topic": rec.topic, "arrived": rec.arrived_wall, "properties": props,
+                "payload": _jsonable(rec.payload)}, ensure_ascii=False) + "\n")
+            self._jsonl_file.flush()
+        if line is not None and self.out is not None:
+            print(line, file=self.out, flush=True)
+
+    # -- readers ----------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[PlatformConsole], bool], timeout: float) -> bool:
+        """Block until `predicate(self)` holds (checked on every message) or timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
+
+    def events_of(self, etype: str | None = None, point: str | None = None
+                  ) -> list[dict[str, Any]]:
+        with self._cond:
+            return [e for e in self.events
+                    if (etype is None or e.get("type") == etype)
+                    and (point is None or e.get("point", {}).get("id") == point)]
+
+    def ordered(self, gateway: str) -> list[dict[str, Any]]:
+        """Unique events of `site/gateway` ordered by seq."""
+        with self._cond:
+            mine = [e for e in self.events if f"{e['site']}/{e['gateway']}" == gateway]
+        return sorted(mine, key=lambda e: int(e["seq"]))
+
+    def gaps(self) -> dict[str, list[int]]:
+        with self._cond:
+            return {gw: rec.gaps() for gw, rec in self.gateways.items() if rec.gaps()}
+
+
+def _jsonable(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return {"bytes": len(payload)}
+
+
+def _format_event(doc: dict[str, Any], arrived_wall: float) -> str:
+    point = doc.get("point", {})
+    occurred = doc.get("occurred_at", "")
+    try:
+        t = datetime.strptime(occurred, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        latency = f"{(arrived_wall - t.timestamp()) * 1000:.0f} ms after it occurred"
+    except ValueError:
+        latency = ""
+    clock = "" if doc.get("time_synced") else " (gateway clock NOT synced)"
+    startup = " [active at gateway start]" if doc.get("detected_at_startup") else ""
+    return (f"{time.strftime('%H:%M:%S')}  {str(doc.get('type', '?')).upper():<14}"
+            f" {doc.get('site')}/{doc.get('gateway')} seq {doc.get('seq')}"
+            f"  {point.get('id')} {point.get('name')} @ {point.get('location') or '-'}"
+            f" ({doc.get('source')}){startup}  {latency}{clock}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hw_sim.platform", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=1883)
+    ap.add_argument("--share", metavar="GROUP", help="consume via $share/GROUP/...")
+    ap.add_argument("--jsonl", type=Path, help="append every received message to this file")
+    ap.add_argument("--ca", type=Path, help="CA file: connect with TLS")
+    ap.add_argument("--cert", type=Path)
+    ap.add_argument("--key", type=Path)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    console = PlatformConsole(args.host, args.port, share_group=args.share, jsonl=args.jsonl,
+                              out=sys.stdout, tls_ca=args.ca, tls_cert=args.cert,
+                              tls_key=args.key)
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    console.start()
+    print(f"platform console: subscribed to {TOPIC_ROOT}/# on {args.host}:{args.port}",
+          flush=True)
+    done.wait()
+    console.stop()
+    print(f"platform console: {len(console.events)} events, {console.duplicates} duplicates"
+          f" dropped, open seq gaps: {console.gaps() or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
