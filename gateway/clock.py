@@ -78,7 +78,7 @@ def kernel_clock_synced() -> bool | None:
     if _adjtimex is None:
         return None
     tx = _Timex()
-    state = _adjtimex(ctypes.byref(tx))
+    state: int = _adjtimex(ctypes.byref(tx))
     if state < 0:
         return None
     return state != _TIME_ERROR

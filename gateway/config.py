@@ -183,7 +183,7 @@ class _Table:
             return None
         return self.data[name]
 
-    def str(self, name: str, default: str | None = None, *, pattern: re.Pattern[str] | None = None,
+    def text(self, name: str, default: str | None = None, *, pattern: re.Pattern[str] | None = None,
             required: bool = False) -> str:
         value = self._get(name, required and default is None)
         if value is None:
@@ -203,9 +203,9 @@ class _Table:
         if name not in self.data:
             self.seen.add(name)
             return None
-        return self.str(name)
+        return self.text(name)
 
-    def int(self, name: str, default: int | None, *, min: int, max: int) -> int:
+    def integer(self, name: str, default: int | None, *, min: int, max: int) -> int:
         value = self._get(name, default is None)
         if value is None:
             assert default is not None
@@ -216,7 +216,7 @@ class _Table:
             raise self.error(name, f"{value} is out of range ({min} to {max})")
         return value
 
-    def float(self, name: str, default: float | None, *, min: float, max: float) -> float:
+    def number(self, name: str, default: float | None, *, min: float, max: float) -> float:
         value = self._get(name, default is None)
         if value is None:
             assert default is not None
@@ -227,7 +227,7 @@ class _Table:
             raise self.error(name, f"{value} is out of range ({min} to {max})")
         return float(value)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self._get(name, False)
         if value is None:
             return default
@@ -249,7 +249,7 @@ class _Table:
         if name not in self.data and default is not None:
             self.seen.add(name)
             return default
-        value = self.str(name)
+        value = self.text(name)
         p = Path(value)
         if not p.is_absolute():
             p = (self.path.parent / p).resolve()
@@ -347,8 +347,8 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     gw = root.table("gateway", required=True)
     assert gw is not None
     gateway = GatewaySettings(
-        site=gw.str("site", pattern=_TOPIC_NAME, required=True),
-        id=gw.str("id", pattern=_TOPIC_NAME, required=True),
+        site=gw.text("site", pattern=_TOPIC_NAME, required=True),
+        id=gw.text("id", pattern=_TOPIC_NAME, required=True),
         state_dir=gw.path_("state_dir", Path("/var/lib/alarmgw")),
         runtime_dir=gw.path_("runtime_dir", Path("/run/alarmgw")),
     )
@@ -362,12 +362,12 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
                                    "kernel"))
     clock_t.done()
     health_t = root.table("health") or _empty(path, "health")
-    health = HealthSettings(interval_s=health_t.float("interval_s", 30.0, min=1.0, max=3600.0))
+    health = HealthSettings(interval_s=health_t.number("interval_s", 30.0, min=1.0, max=3600.0))
     health_t.done()
     gpio_t = root.table("gpio") or _empty(path, "gpio")
     gpio = GpioSettings(
         backend=gpio_t.choice("backend", ("lgpio", "mock"), "lgpio"),
-        debounce_ms=gpio_t.int("debounce_ms", 30, min=0, max=5000),
+        debounce_ms=gpio_t.integer("debounce_ms", 30, min=0, max=5000),
     )
     gpio_t.done()
     inputs = _parse_inputs(root, gpio)
@@ -379,8 +379,8 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
 def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
     b = root.table("broker", required=True)
     assert b is not None
-    host = b.str("host", required=True)
-    plaintext = b.bool("plaintext", False)
+    host = b.text("host", required=True)
+    plaintext = b.flag("plaintext", False)
     tls_t = b.table("tls")
     if tls_t is None and not plaintext:
         raise b.error("tls", "missing: the uplink uses TLS; add a [broker.tls] table (ca = ...),"
@@ -403,7 +403,7 @@ def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
                 raise tls_t.error(name, f"file {p} does not exist or is not a file")
         tls = TlsSettings(ca=ca, cert=cert, key=key)
         tls_t.done()
-    port = b.int("port", 1883 if plaintext else 8883, min=1, max=65535)
+    port = b.integer("port", 1883 if plaintext else 8883, min=1, max=65535)
     username = b.opt_str("username")
     password = b.opt_str("password")
     password_file = b.opt_path("password_file")
@@ -416,21 +416,21 @@ def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
             raise b.error("password_file", f"cannot read {password_file}: {exc.strerror}") from exc
     if password is not None and username is None:
         raise b.error("username", "missing: a password needs a username")
-    keepalive = b.int("keepalive_s", 10, min=2, max=300)
-    rmin = b.float("reconnect_min_s", 0.5, min=0.05, max=60.0)
-    rmax = b.float("reconnect_max_s", 30.0, min=0.1, max=600.0)
+    keepalive = b.integer("keepalive_s", 10, min=2, max=300)
+    rmin = b.number("reconnect_min_s", 0.5, min=0.05, max=60.0)
+    rmax = b.number("reconnect_max_s", 30.0, min=0.1, max=600.0)
     if rmax < rmin:
         raise b.error("reconnect_max_s", f"{rmax} is below reconnect_min_s ({rmin})")
     settings = BrokerSettings(
         host=host,
         port=port,
-        client_id=b.str("client_id", f"alarmgw-{gateway.site}-{gateway.id}"),
+        client_id=b.text("client_id", f"alarmgw-{gateway.site}-{gateway.id}"),
         username=username,
         password=password,
         tls=tls,
         keepalive_s=keepalive,
-        connect_timeout_s=b.float("connect_timeout_s", 5.0, min=0.5, max=60.0),
-        window=b.int("window", 64, min=1, max=1000),
+        connect_timeout_s=b.number("connect_timeout_s", 5.0, min=0.5, max=60.0),
+        window=b.integer("window", 64, min=1, max=1000),
         reconnect_min_s=rmin,
         reconnect_max_s=rmax,
     )
@@ -449,8 +449,8 @@ def _is_loopback(host: str) -> bool:
 
 def _parse_store(t: _Table) -> StoreSettings:
     s = StoreSettings(
-        max_bytes=t.int("max_bytes", 256 * 1024 * 1024, min=64 * 1024, max=1 << 40),
-        keep_acked=t.int("keep_acked", 1000, min=0, max=1_000_000),
+        max_bytes=t.integer("max_bytes", 256 * 1024 * 1024, min=64 * 1024, max=1 << 40),
+        keep_acked=t.integer("keep_acked", 1000, min=0, max=1_000_000),
     )
     t.done()
     return s
@@ -474,22 +474,23 @@ def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]
     ids: dict[str, str] = {}
     pins: dict[int, str] = {}
     for t in tables:
-        point_id = t.str("id", pattern=_POINT_ID, required=True)
+        point_id = t.text("id", pattern=_POINT_ID, required=True)
         if point_id in ids:
             raise t.error("id", f"{point_id!r} is already used by {ids[point_id]}")
         ids[point_id] = t.prefix
-        kind = t.choice("kind", ("panic", "tamper"))
-        pin = t.int("gpio", None, min=-(1 << 31), max=1 << 31)
+        kind: InputKind = t.choice("kind", ("panic", "tamper"))
+        pin = t.integer("gpio", None, min=-(1 << 31), max=1 << 31)
         if pin not in _GPIO_PINS:
             raise t.error("gpio", f"pin {pin} is not a usable GPIO: use a BCM number from 2 to"
                           " 27 (GPIO17 is physical pin 11)")
         if pin in pins:
             raise t.error("gpio", f"GPIO{pin} is already used by {pins[pin]}")
         pins[pin] = t.prefix
-        contact = t.choice("contact", ("NO", "NC"), "NO")
-        pull = t.choice("pull", ("up", "down", "off"), "up")
+        contact: Contact = t.choice("contact", ("NO", "NC"), "NO")
+        pull: Pull = t.choice("pull", ("up", "down", "off"), "up")
         if pin in _FIXED_PULL_UP and pull != "up":
             raise t.error("pull", f"GPIO{pin} has a fixed pull-up on the board: use pull = \"up\"")
+        active_level: Level
         if pull == "off":
             active_level = t.choice("active_level", ("low", "high"))
         else:
@@ -501,14 +502,14 @@ def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]
                               " active_level out")
         result.append(InputSettings(
             id=point_id,
-            name=t.str("name", point_id),
+            name=t.text("name", point_id),
             location=t.opt_str("location") or "",
             kind=kind,
             gpio=pin,
             contact=contact,
             pull=pull,
             active_level=active_level,
-            debounce_ms=t.int("debounce_ms", gpio.debounce_ms, min=0, max=5000),
+            debounce_ms=t.integer("debounce_ms", gpio.debounce_ms, min=0, max=5000),
         ))
         t.done()
     return tuple(result)

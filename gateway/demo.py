@@ -117,7 +117,7 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
               f"    {me} sim release office-panic\n"
               f"    {me} test-alarm --drill gate-panic\n"
               f"    {me} queue\n"
-              + ("demo: stopping in %.0f s" % duration if duration is not None
+              + (f"demo: stopping in {duration:.0f} s" if duration is not None
                  else "demo: Ctrl-C to stop"), flush=True)
         deadline = None if duration is None else time.monotonic() + duration
         while not stop.is_set():

@@ -48,8 +48,10 @@ def socket_path(config: Config) -> Path:
 class Service:
     """One running gateway."""
 
-    def __init__(self, config: Config, *, pin_factory: Any | None = None) -> None:
-        """`pin_factory`: a gpiozero pin factory to use instead of the configured backend."""
+    def __init__(self, config: Config, *, pin_factory: Any | None = None,
+                 sim: Any | None = None) -> None:
+        """`pin_factory`: a gpiozero pin factory to use instead of the configured backend;
+        `sim`: the hw_sim SimPanel wired to that factory (tests set contacts before start)."""
         self.config = config
         self.clock = Clock(config.clock.sync_source)
         self.started_at = utc_iso(time.time_ns())
@@ -63,7 +65,8 @@ class Service:
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
-        self.sim: Any | None = None
+        self.sim: Any | None = sim
+        self._own_factory = pin_factory is None
         self._stopped = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------
@@ -86,7 +89,7 @@ class Service:
         self.uplink.start()
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(cfg.gpio.backend)
-        if cfg.gpio.backend == "mock":
+        if cfg.gpio.backend == "mock" and self.sim is None:
             from hw_sim.gpio import SimPanel
 
             self.sim = SimPanel(self.pin_factory, cfg.inputs)
@@ -127,8 +130,9 @@ class Service:
         if self.uplink is not None:
             self.uplink.stop()
             self.uplink = None
-        if self.pin_factory is not None and self.config.gpio.backend == "mock":
+        if self.pin_factory is not None and self._own_factory:
             self.pin_factory.close()
+            self.pin_factory = None
         self.outbox.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -157,9 +161,10 @@ class Service:
         if self.uplink is not None:
             self.uplink.wake()
 
-    def _status_doc(self, state: str) -> dict[str, Any]:
+    def _status_doc(self, state: str, reason: str | None = None) -> dict[str, Any]:
         return status_document(state=state, version=__version__, started_at=self.started_at,
-                               boot_id=self.clock.boot_id, time_synced=self.clock.is_synced())
+                               boot_id=self.clock.boot_id, time_synced=self.clock.is_synced(),
+                               reason=reason)
 
     def health_doc(self) -> dict[str, Any]:
         """The heartbeat: built in memory, published QoS 0, never written to disk."""

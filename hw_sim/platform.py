@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -91,7 +92,7 @@ class PlatformConsole:
         self.connected = threading.Event()
         self._subscribed = threading.Event()
         self._jsonl_file: TextIO | None = None
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=mqtt.MQTTv5)
         self._persistent = persistent
         if tls_ca is not None:
@@ -102,7 +103,7 @@ class PlatformConsole:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(0.1, 2.0)
+        self._client.reconnect_delay_set(1, 2)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -123,6 +124,9 @@ class PlatformConsole:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        # paho keeps its wake-up socket pair until the client is garbage-collected;
+        # close it now so a stopped console holds no sockets.
+        self._client._reset_sockets()
         if self._jsonl_file is not None:
             self._jsonl_file.close()
             self._jsonl_file = None

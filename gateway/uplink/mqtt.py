@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -94,10 +95,10 @@ class Uplink:
     """Delivers outbox rows to the broker and keeps the gateway's presence there."""
 
     def __init__(self, settings: BrokerSettings, topics: Topics, outbox: Outbox, *,
-                 status_doc: Callable[[str], dict[str, Any]],
+                 status_doc: Callable[..., dict[str, Any]],
                  health_doc: Callable[[], dict[str, Any]] | None = None,
                  health_interval_s: float = 30.0) -> None:
-        """`status_doc(state)`: the status document for 'online'/'offline';
+        """`status_doc(state, reason=None)`: the status document for 'online'/'offline';
         `health_doc()`: the heartbeat document; `health_interval_s`: heartbeat
         period, in seconds."""
         self.settings = settings
@@ -195,7 +196,7 @@ class Uplink:
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id,
                              protocol=mqtt.MQTTv5)
         client.connect_timeout = s.connect_timeout_s
         client.max_inflight_messages_set(s.window)
@@ -205,7 +206,8 @@ class Uplink:
             client.tls_set_context(self._tls)
         will_props = Properties(PacketTypes.WILLMESSAGE)
         will_props.ContentType = "application/json"
-        client.will_set(self.topics.status, encode(self._status_doc("offline")), qos=1,
+        client.will_set(self.topics.status,
+                        encode(self._status_doc("offline", reason="connection lost")), qos=1,
                         retain=True, properties=will_props)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -234,9 +236,11 @@ class Uplink:
             self._set(last_error=msg)
             log.warning("uplink: %s", msg)
             return
-        sock = client.socket()
-        if sock is None:
+        paho_sock = client.socket()
+        if not isinstance(paho_sock, socket.socket):
             return
+        sock: socket.socket = paho_sock
+        tls_sock = sock if isinstance(sock, ssl.SSLSocket) else None
         deadline = time.monotonic() + self.settings.connect_timeout_s
         self._last_rx = time.monotonic()
         next_health = time.monotonic() + 1.0
@@ -264,9 +268,11 @@ class Uplink:
             if sock in readable:
                 self._last_rx = time.monotonic()
                 client.loop_read()
-                while isinstance(sock, ssl.SSLSocket) and not self._session_over and \
-                        client.socket() is sock and sock.pending():
-                    client.loop_read()
+                # TLS may hold decrypted bytes that select() cannot see.
+                if tls_sock is not None:
+                    while tls_sock.pending() and not self._session_over \
+                            and client.socket() is tls_sock:
+                        client.loop_read()
             if writable and client.socket() is sock:
                 client.loop_write()
             client.loop_misc()
@@ -335,7 +341,8 @@ class Uplink:
     def _goodbye(self, client: mqtt.Client, sock: Any) -> None:
         """Publish 'offline' (a clean DISCONNECT suppresses the Will) and disconnect."""
         try:
-            info = client.publish(self.topics.status, encode(self._status_doc("offline")),
+            info = client.publish(self.topics.status,
+                                  encode(self._status_doc("offline", reason="shutdown")),
                                   qos=1, retain=True, properties=_json_props())
             deadline = time.monotonic() + 2.0
             while not info.is_published() and time.monotonic() < deadline \
@@ -371,7 +378,7 @@ class Uplink:
         peer = None
         if isinstance(sock, ssl.SSLSocket):
             cert = sock.getpeercert() or {}
-            subject = dict(x[0] for x in cert.get("subject", ()))
+            subject = {str(rdn[0][0]): str(rdn[0][1]) for rdn in cert.get("subject", ()) if rdn}
             peer = {"version": sock.version(), "cipher": (sock.cipher() or ("",))[0],
                     "subject": subject.get("commonName")}
         with self._lock:
@@ -464,7 +471,7 @@ class Uplink:
             if row.properties:
                 for key, value in row.properties.items():
                     if key == "UserProperty":
-                        props.UserProperty = [tuple(p) for p in value]
+                        props.UserProperty = [(str(p[0]), str(p[1])) for p in value]
                     else:
                         setattr(props, key, value)
             else:

@@ -1,0 +1,1 @@
+"""Simulated hardware and the reference platform console for alarmgw."""

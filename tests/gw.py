@@ -1,0 +1,190 @@
+"""Test helpers: write a config, run the gateway in-process or as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config, load_config
+from gateway.control import request
+from gateway.errors import ServiceNotRunningError
+from gateway.service import Service, socket_path
+from hw_sim.gpio import SimPanel
+
+REPO = Path(__file__).resolve().parents[1]
+
+DEFAULT_INPUTS: list[dict[str, Any]] = [
+    {"id": "gate-panic", "name": "南门门卫室一键报警", "location": "South gate", "kind": "panic",
+     "gpio": 17, "contact": "NO", "pull": "up"},
+    {"id": "office-panic", "name": "行政楼值班室", "location": "Admin building", "kind": "panic",
+     "gpio": 27, "contact": "NC", "pull": "up"},
+    {"id": "box-tamper", "name": "报警箱防拆", "location": "Guard room", "kind": "tamper",
+     "gpio": 22, "contact": "NC", "pull": "up"},
+]
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def write_config(directory: Path, *, broker_port: int, inputs: Sequence[dict[str, Any]] | None
+                 = None, broker: dict[str, Any] | None = None, tls: dict[str, Any] | None = None,
+                 store: dict[str, Any] | None = None, debounce_ms: int = 30,
+                 health_interval_s: float = 30.0, sync_source: str = "assume-synced",
+                 site: str = "test-school", gateway: str = "gw-test") -> Path:
+    """Write a simulator config in `directory` (state and socket beside it) and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    b: dict[str, Any] = {"host": "127.0.0.1", "port": broker_port, "keepalive_s": 5,
+                         "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}
+    if tls is None:
+        b["plaintext"] = True
+    b.update(broker or {})
+    lines = ["[gateway]", f"site = {_toml_value(site)}", f"id = {_toml_value(gateway)}",
+             'state_dir = "state"', 'runtime_dir = "run"', "", "[broker]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in b.items()]
+    if tls is not None:
+        lines += ["", "[broker.tls]"] + [f"{k} = {_toml_value(v)}" for k, v in tls.items()]
+    if store:
+        lines += ["", "[store]"] + [f"{k} = {_toml_value(v)}" for k, v in store.items()]
+    lines += ["", "[clock]", f"sync_source = {_toml_value(sync_source)}",
+              "", "[health]", f"interval_s = {health_interval_s}",
+              "", "[gpio]", 'backend = "mock"', f"debounce_ms = {debounce_ms}"]
+    for inp in inputs if inputs is not None else DEFAULT_INPUTS:
+        lines += ["", "[[inputs]]"] + [f"{k} = {_toml_value(v)}" for k, v in inp.items()]
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class InProcessGateway:
+    """The service in this process, on the simulator's pins."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config: Config = load_config(config_path)
+        self.service = Service(self.config)
+        self.panel: SimPanel | None = None
+
+    def start(self) -> InProcessGateway:
+        self.service.start()
+        assert self.service.sim is not None
+        self.panel = self.service.sim
+        return self
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def __enter__(self) -> InProcessGateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class GatewayProcess:
+    """`alarmgw run` as a real child process (for SIGKILL and restart tests)."""
+
+    def __init__(self, config_path: Path, log_path: Path | None = None) -> None:
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.log_path = log_path or config_path.parent / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "-c", str(self.config_path), "run"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.control({"cmd": "ping"}, timeout=1.0)
+                return self
+            except ServiceNotRunningError:
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise TimeoutError(f"gateway not serving after {timeout} s:\n{self.log()}"
+                                       ) from None
+                # The socket is the service's only readiness signal seen from outside.
+                time.sleep(0.02)
+
+    def control(self, req: dict[str, Any], timeout: float = 10.0) -> Any:
+        return request(socket_path(self.config), req, timeout=timeout)
+
+    def press(self, point: str) -> None:
+        self.control({"cmd": "sim", "action": "press", "input": point})
+
+    def release(self, point: str) -> None:
+        self.control({"cmd": "sim", "action": "release", "input": point})
+
+    def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+def persistent_broker_conf(directory: Path) -> str:
+    """Mosquitto lines that keep sessions on disk, saved every second.
+
+    The platform console's persistent session must survive a broker SIGKILL,
+    as a production broker's would, or events published before it
+    resubscribes are dropped by the broker as "no subscribers".
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    return (f"persistence true\npersistence_location {directory}/\n"
+            "autosave_interval 1\n")
+
+
+def wait_broker_saved(directory: Path, since_ns: int, timeout: float = 10.0) -> None:
+    """Wait until Mosquitto has written its session database after `since_ns` (time_ns).
+
+    Take `since_ns` after the change that must be saved (e.g. after SUBACK).
+    """
+    db = directory / "mosquitto.db"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if db.stat().st_mtime_ns > since_ns:
+                return
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mosquitto did not save {db} within {timeout} s")
+        # Mosquitto gives no other signal that it has saved; its autosave runs each second.
+        time.sleep(0.05)
