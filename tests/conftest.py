@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gw import persistent_broker_conf, wait_broker_saved
 from pki import Pki, make_pki
 
 from hw_sim.broker import Mosquitto
+from hw_sim.platform import PlatformConsole
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +164,30 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A throwaway CA with a broker certificate (localhost, 127.0.0.1) and a client one."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def console(broker: Mosquitto) -> Iterator[PlatformConsole]:
+    """The reference platform console subscribed to the `broker` fixture."""
+    c = PlatformConsole(broker.host, broker.port, persistent=False)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def persistent(tmp_path: Path) -> Iterator[tuple[Mosquitto, PlatformConsole]]:
+    """A broker that keeps the platform's session through SIGKILL, and that platform."""
+    broker = Mosquitto(tmp_path / "broker",
+                       extra_conf=persistent_broker_conf(tmp_path / "broker-db"))
+    broker.start()
+    c = PlatformConsole(broker.host, broker.port)
+    try:
+        c.start()
+        wait_broker_saved(tmp_path / "broker-db", time.time_ns())
+        yield broker, c
+    finally:
+        c.stop()
+        broker.stop()

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
-import pytest
-from gw import (
-    GatewayProcess,
-    InProcessGateway,
-    persistent_broker_conf,
-    wait_broker_saved,
-    write_config,
-)
+from gw import GatewayProcess, InProcessGateway, write_config
 
 from gateway.config import load_config
 from gateway.service import Service
@@ -30,32 +22,6 @@ FORMAT_CHECKER = jsonschema.Draft202012Validator.FORMAT_CHECKER
 
 def validate(doc: object, schema: str) -> None:
     jsonschema.validate(doc, load_schema(schema), format_checker=FORMAT_CHECKER)
-
-
-@pytest.fixture
-def console(broker: Mosquitto) -> Iterator[PlatformConsole]:
-    c = PlatformConsole(broker.host, broker.port, persistent=False)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def persistent(tmp_path: Path) -> Iterator[tuple[Mosquitto, PlatformConsole]]:
-    """A broker that keeps the platform's session through SIGKILL, and that platform."""
-    broker = Mosquitto(tmp_path / "broker",
-                       extra_conf=persistent_broker_conf(tmp_path / "broker-db"))
-    broker.start()
-    c = PlatformConsole(broker.host, broker.port)
-    try:
-        c.start()
-        wait_broker_saved(tmp_path / "broker-db", time.time_ns())
-        yield broker, c
-    finally:
-        c.stop()
-        broker.stop()
 
 
 def barrier(gw: InProcessGateway) -> None:
@@ -224,7 +190,7 @@ def test_broker_down_for_50_presses_all_arrive_once_in_gapless_order(
         broker.start()
         assert console.wait_for(lambda c: len(c.events) == 102, 30), (
             f"got {len(console.events)} events; gaps {console.gaps()}")
-        assert console.wait_for(lambda c: gw.service.outbox.stats().waiting == 0, 10)
+        assert gw.service.uplink is not None and gw.service.uplink.wait_for_drained(10)
 
     ordered = console.ordered(GW)
     assert [e["seq"] for e in ordered] == list(range(1, 103))

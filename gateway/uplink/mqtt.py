@@ -115,6 +115,7 @@ class Uplink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the fields read by state()
+        self._progress = threading.Condition()  # notified after PUBACKs are recorded
         # Owned by the uplink thread:
         self._client: mqtt.Client | None = None
         self._connected = False
@@ -158,6 +159,11 @@ class Uplink:
             self._thread = None
         self._wake_r.close()
         self._wake_w.close()
+
+    def wait_for_drained(self, timeout: float) -> bool:
+        """Block until nothing waits in the outbox; False on timeout."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.outbox.stats().waiting == 0, timeout)
 
     def state(self) -> dict[str, Any]:
         with self._lock:
@@ -296,22 +302,32 @@ class Uplink:
             pass
 
     def _check_silence(self) -> None:
-        """Declare the link dead when a PUBACK is overdue and the broker has said nothing.
+        """Declare the link dead when PUBACKs are overdue.
 
         paho's keepalive alone takes up to two keepalive periods to notice a
-        black-holed link; an alarm waiting for its PUBACK should not wait that long.
+        black-holed link; an alarm waiting for its PUBACK should not wait that
+        long. So: a PUBACK pending while the broker has said nothing for 1.5 x
+        keepalive means the link is dead. A broker that answers pings but sits on
+        a PUBACK for a minute is stuck: reconnecting makes it (or its
+        replacement in a cluster) take the message again.
         """
         if not self._inflight:
             return
-        limit = max(1.5 * self.settings.keepalive_s, 3.0)
+        keepalive = self.settings.keepalive_s
         now = time.monotonic()
-        oldest = min(f.sent_mono for f in self._inflight.values())
-        if now - oldest > limit and now - self._last_rx > limit:
-            msg = (f"broker {self._where} silent for {now - self._last_rx:.0f} s with"
-                   f" {len(self._inflight)} messages awaiting PUBACK; reconnecting")
-            log.warning("uplink: %s", msg)
-            self._set(last_error=msg)
-            self._session_over = True
+        oldest = now - min(f.sent_mono for f in self._inflight.values())
+        silent = now - self._last_rx
+        if oldest > max(1.5 * keepalive, 3.0) and silent > max(1.5 * keepalive, 3.0):
+            reason = f"silent for {silent:.0f} s"
+        elif oldest > max(6.0 * keepalive, 60.0):
+            reason = f"has not acknowledged a message for {oldest:.0f} s"
+        else:
+            return
+        msg = (f"broker {self._where} {reason} with {len(self._inflight)} messages awaiting"
+               " PUBACK; reconnecting")
+        log.warning("uplink: %s", msg)
+        self._set(last_error=msg)
+        self._session_over = True
 
     def _end_session(self) -> None:
         client = self._client
@@ -422,6 +438,8 @@ class Uplink:
                 done.append(flight.row.rowid)
         if done:
             self.outbox.ack(done)
+            with self._progress:
+                self._progress.notify_all()
             with self._lock:
                 self._state["acked"] += len(done)
                 self._state["last_puback_at"] = utc_iso(time.time_ns())

@@ -1,0 +1,141 @@
+"""The uplink's delivery rules, against brokers that misbehave and a real one under backlog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fakebroker import FakeBroker, Publish
+from gw import InProcessGateway, write_config
+
+from hw_sim.broker import Mosquitto
+from hw_sim.platform import PlatformConsole
+
+
+def events(fb: FakeBroker) -> list[Publish]:
+    return [p for p in fb.publishes if p.topic.endswith("/event")]
+
+
+def drained(gw: InProcessGateway, timeout: float = 10.0) -> bool:
+    assert gw.service.uplink is not None
+    return gw.service.uplink.wait_for_drained(timeout)
+
+
+def fast_config(tmp_path: Path, port: int, **broker: object) -> Path:
+    return write_config(tmp_path / "gw", broker_port=port, debounce_ms=0,
+                        broker={"keepalive_s": 2, **broker})
+
+
+def test_row_stays_until_puback_and_a_black_holed_link_is_redone(tmp_path: Path) -> None:
+    # Connection 0 swallows everything (a black hole after CONNACK); connection 1 works.
+    def policy(p: Publish) -> int | None:
+        return None if p.connection == 0 else 0
+
+    with FakeBroker(policy, answer_pings=False) as fb, \
+            InProcessGateway(fast_config(tmp_path, fb.port)) as gw:
+        assert gw.panel is not None
+        gw.panel.press("gate-panic")
+        assert fb.wait_for(lambda f: len(events(f)) == 1, 10)
+        # Published, no PUBACK: still on disk, in flight.
+        assert gw.service.outbox.stats().lanes["alarm"].in_flight == 1
+        # The gateway notices the silence (1.5 x keepalive) and sends it again.
+        assert fb.wait_for(lambda f: len(events(f)) == 2, 15)
+        assert drained(gw)
+        first, second = events(fb)
+        state = gw.service.uplink.state() if gw.service.uplink else {}
+    assert (first.connection, second.connection) == (0, 1)
+    # The retry is the same event byte for byte: same id, same seq.
+    assert first.payload == second.payload
+    assert json.loads(first.payload)["type"] == "alarm"
+    assert state["connects"] == 2
+
+
+def test_no_matching_subscribers_puback_counts_as_delivered(tmp_path: Path) -> None:
+    with FakeBroker(lambda p: 0x10) as fb, \
+            InProcessGateway(fast_config(tmp_path, fb.port)) as gw:
+        assert gw.panel is not None
+        gw.panel.press("gate-panic")
+        assert fb.wait_for(lambda f: len(events(f)) == 1, 10)
+        assert drained(gw)
+        gw.panel.release("gate-panic")
+        assert fb.wait_for(lambda f: len(events(f)) == 2, 10)
+        assert drained(gw)
+    # Each event went out once: nothing was re-sent.
+    assert [json.loads(p.payload)["type"] for p in events(fb)] == ["alarm", "restore"]
+
+
+def test_refused_puback_keeps_the_event_and_retries_it(tmp_path: Path) -> None:
+    # The broker's ACL refuses the first attempt (0x87 Not authorized), then accepts.
+    seen: list[int] = []
+
+    def policy(p: Publish) -> int | None:
+        if not p.topic.endswith("/event"):
+            return 0
+        seen.append(p.packet_id)
+        return 0x87 if len(seen) == 1 else 0
+
+    with FakeBroker(policy) as fb, InProcessGateway(fast_config(tmp_path, fb.port)) as gw:
+        assert gw.panel is not None and gw.service.uplink is not None
+        gw.panel.press("gate-panic")
+        assert fb.wait_for(lambda f: len(events(f)) == 1, 10)
+        assert fb.wait_for(lambda f: gw.service.uplink is not None
+                           and gw.service.uplink.state()["refused"] == 1, 10)
+        state = gw.service.uplink.state()
+        assert "refused" in state["last_error"] and "ACL" in state["last_error"]
+        # Still on disk while refused.
+        assert gw.service.outbox.stats().lanes["alarm"].ready == 1
+        assert fb.wait_for(lambda f: len(events(f)) == 2, 10)
+        assert drained(gw)
+    assert events(fb)[0].payload == events(fb)[1].payload
+
+
+def test_in_flight_never_exceeds_the_brokers_receive_maximum(tmp_path: Path) -> None:
+    # Receive Maximum 3: one slot stays free for the status message, so 2 events at most.
+    with FakeBroker(lambda p: None if p.topic.endswith("/event") else 0,
+                    receive_maximum=3) as fb, \
+            InProcessGateway(fast_config(tmp_path, fb.port)) as gw:
+        assert gw.panel is not None
+        for _ in range(5):
+            gw.panel.press("gate-panic")
+            gw.panel.release("gate-panic")
+        assert fb.wait_for(lambda f: len(events(f)) == 2, 10)
+        # The outbox marks rows in flight before they are published: had the uplink
+        # taken more than the window, the store would show it now.
+        engine = gw.service.engine
+        assert engine is not None
+        engine.call(lambda: None).result(10)
+        lanes = gw.service.outbox.stats().lanes
+        assert sum(lane.in_flight for lane in lanes.values()) == 2
+        assert gw.service.outbox.stats().waiting == 10
+
+
+def test_new_alarm_overtakes_a_backlog(tmp_path: Path,
+                                       persistent: tuple[Mosquitto, PlatformConsole]) -> None:
+    broker, console = persistent
+    cfg = fast_config(tmp_path, broker.port)
+    with InProcessGateway(cfg) as gw:
+        assert gw.panel is not None
+        broker.kill()
+        box = gw.service.outbox
+        for i in range(300):
+            box.put_bulk(f"snapshot/backlog/cam{i}", b"\xff\xd8" + b"j" * 500 + b"\xff\xd9")
+        for _ in range(100):
+            gw.panel.press("box-tamper")     # tamper: alarm lane
+            gw.panel.release("box-tamper")   # tamper_cleared: event lane
+        engine = gw.service.engine
+        assert engine is not None
+        engine.call(lambda: None).result(10)
+        # Now the backlog is 300 bulk rows, 100 event rows and 100 tamper alarms;
+        # then the panic button is pressed.
+        gw.panel.press("gate-panic")
+        engine.call(lambda: None).result(10)
+        broker.start()
+        assert console.wait_for(lambda c: len(c.events_of("alarm", "gate-panic")) == 1, 30)
+        assert drained(gw, 30)
+    assert console.wait_for(lambda c: sum(
+        1 for r in c.raw if r.topic.endswith("/event") or "/snapshot/" in r.topic) == 501, 30)
+    kinds = [json.loads(r.payload)["type"] if r.topic.endswith("/event") else "snapshot"
+             for r in console.raw if r.topic.endswith("/event") or "/snapshot/" in r.topic]
+    # The panic alarm, committed after everything else, overtook every lower-lane row:
+    # only alarm-lane rows committed before it (the tamper alarms) went first.
+    assert kinds == ["tamper"] * 100 + ["alarm"] + ["tamper_cleared"] * 100 + ["snapshot"] * 300
