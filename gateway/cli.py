@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            _print_json({"ok": False, "path": exc.path, "key": exc.key, "problem": exc.problem})
         return EXIT_USAGE
     except ControlError as exc:
         print(f"error: {exc}", file=sys.stderr)

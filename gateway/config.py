@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -194,7 +195,7 @@ class _Table:
             raise self.error(name, f"must be a string, not {_tname(value)}")
         if not value.strip():
             raise self.error(name, "must not be empty")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise self.error(name, f"{value!r} is not allowed: use letters, digits, '-', '_'"
                              f" (pattern {pattern.pattern})")
         return value
@@ -277,6 +278,14 @@ class _Table:
             raise self.error(name, f"must be an array of tables ([[{self.key(name)}]])")
         return [_Table(self.path, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)]
 
+    def expect(self, *keys: str) -> None:
+        """Refuse unknown keys up front, so a typo is reported as itself rather than as
+        the missing key it was meant to be."""
+        unknown = sorted(set(self.data) - set(keys))
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check the spelling against "
+                             "examples/config.toml)")
+
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
@@ -344,8 +353,10 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     root = _Table(path, "", raw)
 
+    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs")
     gw = root.table("gateway", required=True)
     assert gw is not None
+    gw.expect("site", "id", "state_dir", "runtime_dir")
     gateway = GatewaySettings(
         site=gw.text("site", pattern=_TOPIC_NAME, required=True),
         id=gw.text("id", pattern=_TOPIC_NAME, required=True),
@@ -357,14 +368,17 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     broker = _parse_broker(root, gateway)
     store = _parse_store(root.table("store") or _empty(path, "store"))
     clock_t = root.table("clock") or _empty(path, "clock")
+    clock_t.expect("sync_source")
     clock = ClockSettings(
         sync_source=clock_t.choice("sync_source", ("kernel", "assume-synced", "assume-unsynced"),
                                    "kernel"))
     clock_t.done()
     health_t = root.table("health") or _empty(path, "health")
+    health_t.expect("interval_s")
     health = HealthSettings(interval_s=health_t.number("interval_s", 30.0, min=1.0, max=3600.0))
     health_t.done()
     gpio_t = root.table("gpio") or _empty(path, "gpio")
+    gpio_t.expect("backend", "debounce_ms")
     gpio = GpioSettings(
         backend=gpio_t.choice("backend", ("lgpio", "mock"), "lgpio"),
         debounce_ms=gpio_t.integer("debounce_ms", 30, min=0, max=5000),
@@ -381,6 +395,9 @@ def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
     assert b is not None
     host = b.text("host", required=True)
     plaintext = b.flag("plaintext", False)
+    b.expect("host", "port", "plaintext", "tls", "client_id", "username", "password",
+             "password_file", "keepalive_s", "connect_timeout_s", "window", "reconnect_min_s",
+             "reconnect_max_s")
     tls_t = b.table("tls")
     if tls_t is None and not plaintext:
         raise b.error("tls", "missing: the uplink uses TLS; add a [broker.tls] table (ca = ...),"
@@ -398,9 +415,11 @@ def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
         if (cert is None) != (key is None):
             missing = "key" if key is None else "cert"
             raise tls_t.error(missing, "missing: cert and key go together for mutual TLS")
+        tls_t.expect("ca", "cert", "key")
         for name, p in (("ca", ca), ("cert", cert), ("key", key)):
             if p is not None and not p.is_file():
                 raise tls_t.error(name, f"file {p} does not exist or is not a file")
+        _check_tls_files(tls_t, ca, cert, key)
         tls = TlsSettings(ca=ca, cert=cert, key=key)
         tls_t.done()
     port = b.integer("port", 1883 if plaintext else 8883, min=1, max=65535)
@@ -438,6 +457,37 @@ def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
     return settings
 
 
+def _check_tls_files(t: _Table, ca: Path | None, cert: Path | None, key: Path | None) -> None:
+    """Load the TLS files now, so that a bad one stops the config, not the first connect."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    except ssl.SSLError as exc:  # pragma: no cover - the system store itself is broken
+        raise t.error("ca", f"cannot create a TLS context: {exc}") from exc
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise t.error("ca", f"{ca} is not a usable PEM CA certificate ({_ssl_reason(exc)})"
+                          ) from exc
+    if cert is not None and key is not None:
+        try:
+            ctx.load_cert_chain(str(cert), str(key))
+        except (ssl.SSLError, OSError) as exc:
+            reason = _ssl_reason(exc)
+            name = "key" if "KEY_VALUES_MISMATCH" in reason or "key" in reason.lower() else "cert"
+            raise t.error(name, f"cannot use certificate {cert} with key {key} ({reason}): check"
+                          " that both are PEM, the key is not encrypted, and they belong"
+                          " together") from exc
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError):
+        return str(exc.strerror or exc)
+    return str(exc)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -448,6 +498,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _parse_store(t: _Table) -> StoreSettings:
+    t.expect("max_bytes", "keep_acked")
     s = StoreSettings(
         max_bytes=t.integer("max_bytes", 256 * 1024 * 1024, min=64 * 1024, max=1 << 40),
         keep_acked=t.integer("keep_acked", 1000, min=0, max=1_000_000),
@@ -474,6 +525,8 @@ def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]
     ids: dict[str, str] = {}
     pins: dict[int, str] = {}
     for t in tables:
+        t.expect("id", "name", "location", "kind", "gpio", "contact", "pull", "active_level",
+                 "debounce_ms")
         point_id = t.text("id", pattern=_POINT_ID, required=True)
         if point_id in ids:
             raise t.error("id", f"{point_id!r} is already used by {ids[point_id]}")

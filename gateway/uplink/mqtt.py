@@ -70,8 +70,12 @@ class _InFlight:
     sent_mono: float
 
 
-def describe_connect_error(exc: BaseException, where: str) -> str:
+def describe_connect_error(exc: BaseException, where: str, tls: bool = False) -> str:
     """A technician's sentence for why connecting to the broker failed."""
+    if tls and isinstance(exc, ConnectionResetError):
+        return (f"broker {where} reset the connection during connect or the TLS handshake;"
+                " check that the port is the broker's TLS listener and that it accepts this"
+                " gateway's client certificate")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS: the certificate of broker {where} was rejected ({exc.verify_message});"
                 " check broker.tls.ca and that broker.host matches a name in the broker's"
@@ -238,7 +242,7 @@ class Uplink:
         try:
             client.reconnect()
         except Exception as exc:
-            msg = describe_connect_error(exc, self._where)
+            msg = describe_connect_error(exc, self._where, tls=self._tls is not None)
             self._set(last_error=msg)
             log.warning("uplink: %s", msg)
             return
@@ -408,11 +412,27 @@ class Uplink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
-        if not self._stop.is_set():
+        if self._stop.is_set() or self._session_over:
+            self._session_over = True
+            return
+        if not self._connected:
+            msg = f"broker {self._where} closed the connection before CONNACK ({reason_code})"
+            tls = self.settings.tls
+            if tls is not None and tls.cert is None:
+                msg += ("; it may require a client certificate and none was sent: set"
+                        " broker.tls.cert and broker.tls.key")
+            elif tls is not None:
+                msg += ("; it probably refused this gateway's client certificate: check"
+                        " broker.tls.cert and broker.tls.key and that the platform's CA"
+                        " signed them")
+            else:
+                msg += "; check the broker's log and that this port is its MQTT listener"
+            log.warning("uplink: %s", msg)
+        else:
             msg = f"lost connection to broker {self._where}: {reason_code}"
             log.warning("uplink: %s; %d messages were in flight and will be re-sent", msg,
                         len(self._inflight))
-            self._set(last_error=msg)
+        self._set(last_error=msg)
         self._session_over = True
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
