@@ -14,14 +14,13 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.clock import Clock, utc_iso
-from gateway.config import Config, InputSettings
-from gateway.drivers import InputChange
+from gateway.drivers import FaultChange, InputChange
 from gateway.errors import GatewayError, StoreError
 from gateway.events import (
     LANE,
@@ -43,7 +42,7 @@ _RETRY_S = 1.0
 class PointState:
     """What the engine knows of one configured input."""
 
-    settings: InputSettings
+    point: Point
     active: bool | None = None
     """None until the driver's initial reading arrives."""
     since: str | None = None
@@ -76,16 +75,24 @@ class _Stop:
 class Engine:
     """Links inputs to events. One thread; state is touched only from it."""
 
-    def __init__(self, config: Config, outbox: Outbox, clock: Clock,
-                 on_committed: Callable[[Committed], None]) -> None:
-        """`on_committed` runs in the engine thread right after each fsync (wake the
-        uplink there; it must not block)."""
-        self.config = config
+    def __init__(self, site: str, gateway: str, points: Sequence[Point], *, outbox: Outbox,
+                 clock: Clock, on_committed: Callable[[Committed], None],
+                 plan_snapshots: Callable[[str, str], list[dict[str, Any]]] | None = None
+                 ) -> None:
+        """`points`: every configured input; `on_committed` runs in the engine thread
+        right after each fsync (wake the uplink there; it must not block);
+        `plan_snapshots(point_id, event_type)` lists the pictures that will follow an
+        event, for its `snapshots` field."""
+        self.site = site
+        self.gateway = gateway
         self.outbox = outbox
         self.clock = clock
         self._on_committed = on_committed
-        self._queue: queue.SimpleQueue[InputChange | _Call | _Stop] = queue.SimpleQueue()
-        self._points = {inp.id: PointState(inp) for inp in config.inputs}
+        self._plan_snapshots = plan_snapshots
+        self._queue: queue.SimpleQueue[InputChange | FaultChange | _Call | _Stop] = (
+            queue.SimpleQueue())
+        self._points = {p.id: PointState(p) for p in points}
+        self._faults: dict[str, dict[str, Any]] = {}
         self._pending: deque[Occurrence] = deque()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the counters read by stats()
@@ -98,7 +105,7 @@ class Engine:
 
     # -- the door ---------------------------------------------------------
 
-    def door(self, change: InputChange) -> None:
+    def door(self, change: InputChange | FaultChange) -> None:
         """Hand in an input change. Thread-safe; never blocks; any driver may call it."""
         self._queue.put(change)
 
@@ -140,6 +147,8 @@ class Engine:
             try:
                 if isinstance(msg, InputChange):
                     self._handle_change(msg)
+                elif isinstance(msg, FaultChange):
+                    self._handle_fault(msg)
                 else:
                     try:
                         msg.future.set_result(msg.fn())
@@ -157,11 +166,13 @@ class Engine:
         if state is None:
             log.error("engine: change from unknown input %r ignored", change.point_id)
             return
-        inp = state.settings
+        inp = state.point
         was = state.active
         state.active = change.active
         state.since = utc_iso(self.clock.wall_at(change.mono_ns))
         etype: EventType | None = None
+        if inp.kind not in ("panic", "tamper"):
+            return  # a plain input: its state is shown and may drive linkage, no event
         if change.initial:
             if change.active:
                 etype = "alarm" if inp.kind == "panic" else "tamper"
@@ -176,12 +187,36 @@ class Engine:
             return
         self._commit(Occurrence(
             type=etype,
-            point=Point(inp.id, inp.name, inp.location, inp.kind),
-            source=inp.source,
+            point=inp,
             wall_ns=self.clock.wall_at(change.mono_ns),
             mono_ns=change.mono_ns,
             time_synced=self.clock.is_synced(),
             detected_at_startup=change.initial,
+        ))
+
+    def _handle_fault(self, fault: FaultChange) -> None:
+        is_open = fault.device_id in self._faults
+        if fault.active == is_open:
+            return  # already known: one fault event per failure, one clear per recovery
+        since = utc_iso(self.clock.wall_at(fault.mono_ns))
+        if fault.active:
+            self._faults[fault.device_id] = {
+                "device": fault.device_id, "name": fault.name, "source": fault.source,
+                "reason": fault.reason, "since": since, **fault.detail}
+            log.error("FAULT: %s (%s): %s", fault.name, fault.source, fault.reason)
+        else:
+            opened = self._faults.pop(fault.device_id)
+            log.warning("FAULT CLEARED: %s (%s), faulty since %s", fault.name, fault.source,
+                        opened["since"])
+        detail: dict[str, Any] = {"reason": fault.reason} if fault.reason else {}
+        detail.update(fault.detail)
+        self._commit(Occurrence(
+            type="fault" if fault.active else "fault_cleared",
+            point=Point(fault.device_id, fault.name, fault.location, "device", fault.source),
+            wall_ns=self.clock.wall_at(fault.mono_ns),
+            mono_ns=fault.mono_ns,
+            time_synced=self.clock.is_synced(),
+            detail=detail,
         ))
 
     def raise_test(self, point_id: str, drill: bool, requested_by: str) -> Committed:
@@ -190,12 +225,10 @@ class Engine:
         if state is None:
             known = ", ".join(sorted(self._points))
             raise KeyError(f"no input {point_id!r} in the config (inputs: {known})")
-        inp = state.settings
         wall, mono = self.clock.now()
         occ = Occurrence(
             type="drill" if drill else "test",
-            point=Point(inp.id, inp.name, inp.location, inp.kind),
-            source=inp.source,
+            point=state.point,
             wall_ns=wall,
             mono_ns=mono,
             time_synced=self.clock.is_synced(),
@@ -208,13 +241,22 @@ class Engine:
         return committed
 
     def _commit(self, occ: Occurrence) -> Committed | None:
-        gw = self.config.gateway
         t0 = time.monotonic()
+        if self._plan_snapshots is not None and not occ.snapshots:
+            try:
+                plan = self._plan_snapshots(occ.point.id, occ.type)
+            except Exception:
+                log.exception("engine: snapshot plan for %s failed; the event goes without",
+                              occ.point.id)
+                plan = []
+            if plan:
+                occ = replace(occ, snapshots=tuple(plan))
 
         def make(seq: int) -> EventDraft:
             event_id = new_event_id()
-            doc = event_document(occ, event_id=event_id, seq=seq, site=gw.site, gateway=gw.id,
-                                 boot_id=self.clock.boot_id, occurred_at=utc_iso(occ.wall_ns))
+            doc = event_document(occ, event_id=event_id, seq=seq, site=self.site,
+                                 gateway=self.gateway, boot_id=self.clock.boot_id,
+                                 occurred_at=utc_iso(occ.wall_ns))
             return EventDraft(event_id=event_id, event_type=occ.type, topic="event",
                               payload=encode(doc))
 
@@ -232,15 +274,17 @@ class Engine:
         with self._lock:
             self.committed_total += 1
             self.last_commit_mono = time.monotonic()
-        state = self._points[occ.point.id]
-        state.last_event_type = occ.type
-        state.last_event_seq = seq
-        state.last_event_id = draft.event_id
-        if occ.type == "alarm":
-            state.alarms += 1
+        state = self._points.get(occ.point.id)
+        if state is not None:
+            state.last_event_type = occ.type
+            state.last_event_seq = seq
+            state.last_event_id = draft.event_id
+            if occ.type == "alarm":
+                state.alarms += 1
         level = logging.WARNING if LANE[occ.type] == 0 else logging.INFO
-        log.log(level, "%s: input %s (%s) at %s: event seq %d id %s committed in %.1f ms",
-                occ.type.upper(), occ.point.id, occ.point.name, occ.source, seq, draft.event_id,
+        log.log(level, "%s: %s (%s) at %s: event seq %d id %s committed in %.1f ms",
+                occ.type.upper(), occ.point.id, occ.point.name, occ.point.source, seq,
+                draft.event_id,
                 (time.monotonic() - t0) * 1000)
         try:
             self._on_committed(committed)
@@ -260,17 +304,21 @@ class Engine:
 
     def points_status(self) -> list[dict[str, Any]]:
         return [{
-            "id": s.settings.id,
-            "name": s.settings.name,
-            "location": s.settings.location,
-            "kind": s.settings.kind,
-            "source": s.settings.source,
+            "id": s.point.id,
+            "name": s.point.name,
+            "location": s.point.location,
+            "kind": s.point.kind,
+            "source": s.point.source,
             "active": s.active,
             "since": s.since,
             "last_event": None if s.last_event_seq is None else {
                 "type": s.last_event_type, "seq": s.last_event_seq, "id": s.last_event_id},
             "alarms": s.alarms,
         } for s in self._points.values()]
+
+    def open_faults(self) -> list[dict[str, Any]]:
+        """Faults not yet cleared (call through call() for a consistent view)."""
+        return [dict(f) for f in self._faults.values()]
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -43,6 +43,9 @@ class Point:
     name: str
     location: str
     kind: str
+    """'panic', 'tamper', 'input' for inputs; 'device' for a supervised device or link."""
+    source: str = ""
+    """Where it is read or reached, e.g. 'gpio:17'."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,6 @@ class Occurrence:
 
     type: EventType
     point: Point
-    source: str
-    """Where it was read, e.g. 'gpio:17'."""
     wall_ns: int
     """Wall time of the occurrence, in ns since the epoch (may be unsynced)."""
     mono_ns: int
@@ -60,6 +61,8 @@ class Occurrence:
     time_synced: bool
     detected_at_startup: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    snapshots: tuple[dict[str, Any], ...] = ()
+    """The pictures that will follow the event on the snapshot topic."""
 
 
 def new_event_id() -> str:
@@ -83,13 +86,13 @@ def event_document(occ: Occurrence, *, event_id: str, seq: int, site: str, gatew
         "gateway": gateway,
         "point": {"id": occ.point.id, "name": occ.point.name, "location": occ.point.location,
                   "kind": occ.point.kind},
-        "source": occ.source,
+        "source": occ.point.source,
         "occurred_at": occurred_at,
         "time_synced": occ.time_synced,
         "mono_ns": occ.mono_ns,
         "boot_id": boot_id,
         "detected_at_startup": occ.detected_at_startup,
-        "snapshots": [],
+        "snapshots": list(occ.snapshots),
     }
     if occ.detail:
         doc["detail"] = occ.detail

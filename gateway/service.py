@@ -15,6 +15,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,7 +27,7 @@ from gateway.control import SOCKET_NAME, ControlServer
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
-from gateway.events import PROTOCOL_VERSION
+from gateway.events import PROTOCOL_VERSION, Point
 from gateway.store import Outbox
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
@@ -68,6 +69,25 @@ class Service:
         self.sim: Any | None = sim
         self._own_factory = pin_factory is None
         self._stopped = threading.Event()
+        self._listeners: list[Callable[[Committed], None]] = []
+        """Called in the engine thread after each commit; must not block."""
+        self.control_commands: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "ping": lambda req: {"pid": os.getpid()},
+            "status": lambda req: self.status(),
+            "inputs": lambda req: self.status()["inputs"],
+            "queue": self._control_queue,
+            "test-alarm": self._control_test_alarm,
+            "sim": self._control_sim,
+        }
+        """Control socket commands by name; features add theirs."""
+
+    def points(self) -> list[Point]:
+        """Every configured input, as the engine knows it."""
+        return [Point(i.id, i.name, i.location, i.kind, i.source) for i in self.config.inputs]
+
+    def add_listener(self, fn: Callable[[Committed], None]) -> None:
+        """Call `fn` in the engine thread after every commit (it must not block)."""
+        self._listeners.append(fn)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -82,7 +102,9 @@ class Service:
         cfg = self.config
         self._take_lock()
         self.outbox.open()
-        self.engine = Engine(cfg, self.outbox, self.clock, self._committed)
+        self.engine = Engine(cfg.gateway.site, cfg.gateway.id, self.points(),
+                             outbox=self.outbox, clock=self.clock,
+                             on_committed=self._committed)
         self.engine.start()
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s)
@@ -160,6 +182,11 @@ class Service:
     def _committed(self, committed: Committed) -> None:
         if self.uplink is not None:
             self.uplink.wake()
+        for fn in self._listeners:
+            try:
+                fn(committed)
+            except Exception:
+                log.exception("listener %r failed on event seq %d", fn, committed.seq)
 
     def _status_doc(self, state: str, reason: str | None = None) -> dict[str, Any]:
         return status_document(state=state, version=__version__, started_at=self.started_at,
@@ -185,7 +212,7 @@ class Service:
             "time_synced": self.clock.is_synced(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "inputs": inputs,
-            "faults": [],
+            "faults": self.engine.open_faults(),
             "queue": {name: lane.ready + lane.in_flight for name, lane in stats.lanes.items()},
             "last_puback_at": uplink.get("last_puback_at"),
             "disk_free_bytes": _disk_free(self.config.gateway.state_dir),
@@ -211,6 +238,7 @@ class Service:
             "uplink": self.uplink.state() if self.uplink else None,
             "queue": _stats_dict(stats),
             "engine": self.engine.stats(),
+            "faults": self.engine.call(self.engine.open_faults).result(5.0),
             "clock": {"synced": self.clock.is_synced(), "source": self.clock.source,
                       "boot_id": self.clock.boot_id},
             "disk": {"path": str(self.config.gateway.state_dir),
@@ -221,41 +249,41 @@ class Service:
 
     def handle_control(self, req: dict[str, Any]) -> Any:
         cmd = req["cmd"]
+        handler = self.control_commands.get(cmd)
+        if handler is None:
+            known = ", ".join(sorted(self.control_commands))
+            raise ValueError(f"unknown command {cmd!r} (known: {known})")
+        return handler(req)
+
+    def _control_queue(self, req: dict[str, Any]) -> Any:
+        limit = int(req.get("limit", 100))
+        return {"stats": _stats_dict(self.outbox.stats()), "waiting": self.outbox.waiting(limit)}
+
+    def _control_test_alarm(self, req: dict[str, Any]) -> Any:
         engine = self.engine
         assert engine is not None
-        if cmd == "ping":
-            return {"pid": os.getpid()}
-        if cmd == "status":
-            return self.status()
-        if cmd == "inputs":
-            return self.status()["inputs"]
-        if cmd == "queue":
-            limit = int(req.get("limit", 100))
-            return {"stats": _stats_dict(self.outbox.stats()),
-                    "waiting": self.outbox.waiting(limit)}
-        if cmd == "test-alarm":
-            point = str(req.get("point", ""))
-            drill = bool(req.get("drill", False))
-            committed = engine.call(
-                lambda: engine.raise_test(point, drill, "alarmgw test-alarm")).result(10.0)
-            return {"seq": committed.seq, "id": committed.event_id, "type": committed.type,
-                    "point": committed.point_id}
-        if cmd == "sim":
-            if self.sim is None:
-                raise ValueError("this gateway is not running on the simulator"
-                                 " (gpio.backend is not \"mock\")")
-            action = req.get("action")
-            point = str(req.get("input", ""))
-            if action == "press":
-                self.sim.press(point)
-            elif action == "release":
-                self.sim.release(point)
-            elif action == "bounce":
-                self.sim.bounce(point, int(req.get("edges", 3)))
-            else:
-                raise ValueError(f"unknown sim action {action!r} (press, release, bounce)")
-            return {"input": point, "active": self.sim.is_active(point)}
-        raise ValueError(f"unknown command {cmd!r}")
+        point = str(req.get("point", ""))
+        drill = bool(req.get("drill", False))
+        committed = engine.call(
+            lambda: engine.raise_test(point, drill, "alarmgw test-alarm")).result(10.0)
+        return {"seq": committed.seq, "id": committed.event_id, "type": committed.type,
+                "point": committed.point_id}
+
+    def _control_sim(self, req: dict[str, Any]) -> Any:
+        if self.sim is None:
+            raise ValueError("this gateway is not running on the simulator"
+                             " (gpio.backend is not \"mock\")")
+        action = req.get("action")
+        point = str(req.get("input", ""))
+        if action == "press":
+            self.sim.press(point)
+        elif action == "release":
+            self.sim.release(point)
+        elif action == "bounce":
+            self.sim.bounce(point, int(req.get("edges", 3)))
+        else:
+            raise ValueError(f"unknown sim action {action!r} (press, release, bounce)")
+        return {"input": point, "active": self.sim.is_active(point)}
 
 
 def _disk_free(path: Path) -> int | None:

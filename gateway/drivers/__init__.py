@@ -12,12 +12,17 @@ It must:
 - never call the door from inside a lock the engine could wait on, and
   never raise into the hardware library's callback thread.
 
+A driver that supervises a device reports its health as `FaultChange`s
+through the same door: `active=True` once when the device fails (naming
+what failed and what to check), `active=False` once when it recovers.
+
 `status()` returns a plain dict per input for `alarmgw status`/`inputs`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,3 +36,21 @@ class InputChange:
     """CLOCK_BOOTTIME when the new level began, in ns."""
     initial: bool = False
     """True for the reading taken when the driver started."""
+
+
+@dataclass(frozen=True)
+class FaultChange:
+    """A supervised device failed (`active`) or recovered, as a driver reports it."""
+
+    device_id: str
+    """The device's id from the config (becomes the event's point id)."""
+    name: str
+    """What a person calls it, e.g. 'Modbus unit 3 on bus rs485'."""
+    source: str
+    """Where it is reached, e.g. 'modbus:rs485/3' or 'camera:gate'."""
+    active: bool
+    reason: str
+    """What is wrong and what to check; empty when it recovered."""
+    mono_ns: int
+    location: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
