@@ -467,6 +467,7 @@ class Uplink:
             self._refusals = 0
         if refused:
             self.outbox.release([row.rowid for row, _ in refused])
+            self._dirty = True  # take them again once the hold-off has passed
             self._refusals += 1
             hold = min(2.0 ** self._refusals, 60.0)
             self._hold_until = time.monotonic() + hold
