@@ -141,6 +141,19 @@ class InputSettings:
 
 
 @dataclass(frozen=True)
+class CommandSettings:
+    """Platform commands on the cmd topic."""
+
+    key: bytes | None = field(repr=False)
+    """HMAC-SHA256 key shared with the platform; None only with require_signature off."""
+    require_signature: bool
+    max_age_s: float
+    """A command issued longer ago than this is refused, in seconds."""
+    max_future_s: float
+    """A command issued further ahead of our clock than this is refused, in seconds."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     gateway: GatewaySettings
@@ -150,6 +163,8 @@ class Config:
     health: HealthSettings
     gpio: GpioSettings
     inputs: tuple[InputSettings, ...]
+    commands: CommandSettings | None = None
+    """None: no [commands] table, the gateway does not subscribe to commands."""
 
     def input(self, point_id: str) -> InputSettings:
         for inp in self.inputs:
@@ -353,7 +368,7 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     root = _Table(path, "", raw)
 
-    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs")
+    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs", "commands")
     gw = root.table("gateway", required=True)
     assert gw is not None
     gw.expect("site", "id", "state_dir", "runtime_dir")
@@ -385,9 +400,43 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     )
     gpio_t.done()
     inputs = _parse_inputs(root, gpio)
+    cmd_t = root.table("commands")
+    commands = _parse_commands(cmd_t) if cmd_t is not None else None
     root.done()
     return Config(path=path, gateway=gateway, broker=broker, store=store, clock=clock,
-                  health=health, gpio=gpio, inputs=inputs)
+                  health=health, gpio=gpio, inputs=inputs, commands=commands)
+
+
+def _parse_commands(t: _Table) -> CommandSettings:
+    t.expect("key_file", "require_signature", "max_age_s", "max_future_s")
+    require = t.flag("require_signature", True)
+    key_file = t.opt_path("key_file")
+    key: bytes | None = None
+    if key_file is not None:
+        try:
+            text = key_file.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise t.error("key_file", f"cannot read {key_file}: {exc}") from exc
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            raise t.error("key_file", f"{key_file} must hold the key as hex digits (make one"
+                          " with: openssl rand -hex 32)") from None
+        if len(key) < 16:
+            raise t.error("key_file", f"the key in {key_file} is {len(key)} bytes; use at"
+                          " least 16 (openssl rand -hex 32)")
+    elif require:
+        raise t.error("key_file", "missing: commands must be signed; give the platform's"
+                      " per-gateway key file, or set require_signature = false (not for"
+                      " production)")
+    settings = CommandSettings(
+        key=key,
+        require_signature=require,
+        max_age_s=t.number("max_age_s", 40.0, min=1.0, max=3600.0),
+        max_future_s=t.number("max_future_s", 20.0, min=0.0, max=3600.0),
+    )
+    t.done()
+    return settings
 
 
 def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:

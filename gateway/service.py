@@ -24,6 +24,7 @@ from gateway import __version__
 from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.config import Config
 from gateway.control import SOCKET_NAME, ControlServer
+from gateway.dispatch import CommandDispatcher
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
@@ -63,6 +64,7 @@ class Service:
         self.pin_factory = pin_factory
         self._lock_fd: int | None = None
         self.engine: Engine | None = None
+        self.commands: CommandDispatcher | None = None
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
@@ -106,8 +108,16 @@ class Service:
                              outbox=self.outbox, clock=self.clock,
                              on_committed=self._committed)
         self.engine.start()
+        if cfg.commands is not None:
+            self.commands = CommandDispatcher(
+                cfg.commands, site=cfg.gateway.site, gateway=cfg.gateway.id, engine=self.engine,
+                outbox=self.outbox, clock=self.clock, wake_uplink=self._wake_uplink,
+                ping_info=self.ping_info)
+            self.add_listener(self.commands.on_committed)
+            self.commands.start()
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
-                             health_doc=self.health_doc, health_interval_s=cfg.health.interval_s)
+                             health_doc=self.health_doc, health_interval_s=cfg.health.interval_s,
+                             on_command=self.commands.submit if self.commands else None)
         self.uplink.start()
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(cfg.gpio.backend)
@@ -147,6 +157,9 @@ class Service:
         if self.gpio is not None:
             self.gpio.stop()
             self.gpio = None
+        if self.commands is not None:
+            self.commands.stop()
+            self.commands = None
         if self.engine is not None:
             self.engine.stop()
         if self.uplink is not None:
@@ -178,6 +191,21 @@ class Service:
             self.stop()
 
     # -- glue --------------------------------------------------------------
+
+    def _wake_uplink(self) -> None:
+        if self.uplink is not None:
+            self.uplink.wake()
+
+    def ping_info(self) -> dict[str, Any]:
+        """What the platform's `ping` command is answered with."""
+        stats = self.outbox.stats()
+        return {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "queue": {name: lane.ready + lane.in_flight for name, lane in stats.lanes.items()},
+            "clock": {"synced": self.clock.is_synced(), "boot_id": self.clock.boot_id,
+                      "mono_ns": mono_ns()},
+        }
 
     def _committed(self, committed: Committed) -> None:
         if self.uplink is not None:

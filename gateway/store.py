@@ -132,6 +132,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     acked_at   TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, lane, rowid);
+CREATE TABLE IF NOT EXISTS acks (
+    event_id    TEXT NOT NULL,
+    command_id  TEXT NOT NULL,
+    operator    TEXT NOT NULL,
+    note        TEXT,
+    issued_at   TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS acks_by_event ON acks (event_id);
 """
 
 
@@ -299,6 +308,61 @@ class Outbox:
         self._bytes += size
         assert rowid is not None
         return rowid
+
+    def put_message(self, lane: Lane, topic: str, payload: bytes,
+                    properties: dict[str, Any] | None = None) -> int:
+        """Store a message that is not an event (a command result) in `lane`; no seq."""
+        size = len(payload)
+        try:
+            with self._txn("NORMAL") as db:
+                self._make_room(db, size, lane)
+                cur = db.execute(
+                    "INSERT INTO outbox (lane, topic, payload, properties, size, created_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (int(lane), topic, payload, _props(properties), size, _utc_now()))
+                rowid = cur.lastrowid
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot store message: {exc}") from exc
+        self._bytes += size
+        assert rowid is not None
+        return rowid
+
+    def find_event(self, event_id: str) -> dict[str, Any] | None:
+        """The stored event document with this id (waiting or recently delivered)."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            row = db.execute("SELECT payload FROM outbox WHERE event_id=?",
+                             (event_id,)).fetchone()
+        if row is None:
+            return None
+        doc: dict[str, Any] = json.loads(bytes(row[0]))
+        return doc
+
+    def record_ack(self, event_id: str, command_id: str, operator: str, note: str | None,
+                   issued_at: str) -> str:
+        """Record who acknowledged an event and when; returns the time recorded."""
+        now = _utc_now()
+        try:
+            with self._txn("FULL") as db:
+                db.execute("INSERT INTO acks (event_id, command_id, operator, note, issued_at,"
+                           " received_at) VALUES (?,?,?,?,?,?)",
+                           (event_id, command_id, operator, note, issued_at, now))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot record the acknowledgement: {exc}"
+                             ) from exc
+        return now
+
+    def acks_for(self, event_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            rows = db.execute("SELECT command_id, operator, note, issued_at, received_at FROM"
+                              " acks WHERE event_id=? ORDER BY rowid", (event_id,)).fetchall()
+        return [{"command_id": r[0], "operator": r[1], "note": r[2], "issued_at": r[3],
+                 "received_at": r[4]} for r in rows]
 
     def _make_room(self, db: sqlite3.Connection, size: int, lane: Lane) -> None:
         """Evict delivered rows, then the oldest waiting bulk rows, until `size` fits."""

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,9 +72,12 @@ class PlatformConsole:
                  client_id: str = "alarmgw-platform-console", jsonl: Path | None = None,
                  out: TextIO | None = None, tls_ca: Path | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
-                 persistent: bool = True) -> None:
+                 persistent: bool = True, command_key: bytes | None = None,
+                 auto_ack_s: float | None = None, operator: str = "console") -> None:
         """`share_group`: consume through `$share/GROUP/...`; `jsonl`: append every
-        received message there; `out`: print a line per event there (None: silent)."""
+        received message there; `out`: print a line per event there (None: silent);
+        `command_key`: the gateways' command key, for signed commands; `auto_ack_s`:
+        acknowledge every alarm this many seconds after it arrives (None: never)."""
         self.host = host
         self.port = port
         self.share_group = share_group
@@ -89,6 +93,14 @@ class PlatformConsole:
         self.health: list[dict[str, Any]] = []
         self.gateways: dict[str, GatewayRecord] = {}
         self.invalid: list[tuple[str, str]] = []
+        self.results: dict[str, dict[str, Any]] = {}
+        """Command results by command id."""
+        self.acks_sent: dict[str, tuple[str, float]] = {}
+        """event id -> (ack command id, monotonic time sent)."""
+        self.command_key = command_key
+        self.auto_ack_s = auto_ack_s
+        self.operator = operator
+        self._timers: list[threading.Timer] = []
         self.connected = threading.Event()
         self._subscribed = threading.Event()
         self._jsonl_file: TextIO | None = None
@@ -122,6 +134,10 @@ class PlatformConsole:
                                f" within {wait_s} s")
 
     def stop(self) -> None:
+        for t in self._timers:
+            t.cancel()
+            t.join()
+        self._timers.clear()
         self._client.disconnect()
         self._client.loop_stop()
         # paho keeps its wake-up socket pair until the client is garbage-collected;
@@ -197,10 +213,26 @@ class PlatformConsole:
                     gw = f"{parts[2]}/{parts[3]}"
                     self.gateways.setdefault(gw, GatewayRecord()).seqs.add(seq)
                     line = _format_event(doc, rec.arrived_wall)
+                    if self.auto_ack_s is not None and doc.get("type") in ("alarm", "drill"):
+                        self._schedule_ack(parts[2], parts[3], event_id)
             elif kind == "status":
                 try:
                     self.status[f"{parts[2]}/{parts[3]}"] = json.loads(rec.payload)
                 except ValueError as exc:
+                    self.invalid.append((msg.topic, f"{exc}"))
+            elif kind == "cmd" and len(parts) > 5 and parts[5] == "result":
+                try:
+                    res = json.loads(rec.payload)
+                    self.results[str(res.get("id"))] = res
+                    if res.get("op") == "ack" and res.get("ok"):
+                        sent = self.acks_sent.get(res.get("result", {}).get("event_id", ""))
+                        if sent is not None:
+                            line = (f"{time.strftime('%H:%M:%S')}  ACKNOWLEDGED"
+                                    f"   {parts[2]}/{parts[3]} seq {res['result'].get('seq')}"
+                                    f" by {res['result'].get('operator')}: lamp"
+                                    f" {res['result'].get('lamp', 'none')}, round trip"
+                                    f" {(rec.arrived_mono - sent[1]) * 1000:.0f} ms")
+                except (ValueError, AttributeError) as exc:
                     self.invalid.append((msg.topic, f"{exc}"))
             elif kind == "health":
                 try:
@@ -215,6 +247,47 @@ class PlatformConsole:
             self._jsonl_file.flush()
         if line is not None and self.out is not None:
             print(line, file=self.out, flush=True)
+
+    # -- commands -----------------------------------------------------------
+
+    def send_command(self, site: str, gateway: str, op: str, args: dict[str, Any] | None = None,
+                     *, cmd_id: str | None = None, issued_at: str | None = None,
+                     sign_it: bool = True) -> str:
+        """Publish a (signed) command to a gateway; returns its id. Results land in
+        `self.results[id]`."""
+        from gateway.uplink.commands import sign
+
+        cid = cmd_id or f"c-{uuid.uuid4().hex[:16]}"
+        doc: dict[str, Any] = {"v": 1, "id": cid, "op": op,
+                               "issued_at": issued_at or _now_iso(), "args": args or {}}
+        if sign_it:
+            if self.command_key is None:
+                raise ValueError("no command key: pass command_key= to sign commands")
+            doc = sign(doc, self.command_key)
+        payload = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        self._client.publish(f"alarmgw/v1/{site}/{gateway}/cmd", payload, qos=1)
+        return cid
+
+    def ack(self, site: str, gateway: str, event_id: str, note: str | None = None) -> str:
+        args: dict[str, Any] = {"event_id": event_id, "operator": self.operator}
+        if note:
+            args["note"] = note
+        cid = self.send_command(site, gateway, "ack", args)
+        with self._cond:
+            self.acks_sent[event_id] = (cid, time.monotonic())
+        return cid
+
+    def _schedule_ack(self, site: str, gateway: str, event_id: str) -> None:
+        # Called with self._cond held, from paho's thread.
+        delay = self.auto_ack_s or 0.0
+        if delay <= 0:
+            self.ack(site, gateway, event_id)  # the Condition's lock is reentrant
+            return
+        t = threading.Timer(delay, self.ack, args=(site, gateway, event_id))
+        t.daemon = True
+        self._timers = [x for x in self._timers if x.is_alive()]
+        self._timers.append(t)
+        t.start()
 
     # -- readers ----------------------------------------------------------
 
@@ -239,6 +312,11 @@ class PlatformConsole:
     def gaps(self) -> dict[str, list[int]]:
         with self._cond:
             return {gw: rec.gaps() for gw, rec in self.gateways.items() if rec.gaps()}
+
+
+def _now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 def _jsonable(payload: bytes) -> Any:

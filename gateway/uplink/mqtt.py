@@ -101,7 +101,8 @@ class Uplink:
     def __init__(self, settings: BrokerSettings, topics: Topics, outbox: Outbox, *,
                  status_doc: Callable[..., dict[str, Any]],
                  health_doc: Callable[[], dict[str, Any]] | None = None,
-                 health_interval_s: float = 30.0) -> None:
+                 health_interval_s: float = 30.0,
+                 on_command: Callable[[bytes], None] | None = None) -> None:
         """`status_doc(state, reason=None)`: the status document for 'online'/'offline';
         `health_doc()`: the heartbeat document; `health_interval_s`: heartbeat
         period, in seconds."""
@@ -111,6 +112,7 @@ class Uplink:
         self._status_doc = status_doc
         self._health_doc = health_doc
         self._health_interval = health_interval_s
+        self._on_command_cb = on_command
         self._tls = make_tls_context(settings)
         self._where = f"{settings.host}:{settings.port}"
         self._wake_r, self._wake_w = socket.socketpair()
@@ -222,6 +224,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         # A bug in a callback must not kill the connection thread; paho logs it.
         client.suppress_exceptions = True
         return client
@@ -409,6 +412,8 @@ class Uplink:
                  f" over {peer['version']}" if peer else "", self._server_receive_max)
         client.publish(self.topics.status, encode(self._status_doc("online")), qos=1,
                        retain=True, properties=_json_props())
+        if self._on_command_cb is not None:
+            client.subscribe(self.topics.cmd, qos=1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
@@ -434,6 +439,16 @@ class Uplink:
                         len(self._inflight))
         self._set(last_error=msg)
         self._session_over = True
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._last_rx = time.monotonic()
+        if msg.topic == self.topics.cmd and self._on_command_cb is not None:
+            try:
+                self._on_command_cb(bytes(msg.payload))
+            except Exception:
+                log.exception("uplink: command hand-off failed")
+        else:
+            log.warning("uplink: message on unexpected topic %s ignored", msg.topic)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int,
                     reason_code: ReasonCode, properties: Properties) -> None:

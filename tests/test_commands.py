@@ -1,0 +1,261 @@
+"""Platform commands: every refusal, the fuzzed parser, and ack/drill/ping over a real broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from gw import InProcessGateway, write_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from gateway.uplink.commands import CommandChecker, Refusal, canonical, sign
+from gateway.uplink.protocol import load_schema
+from hw_sim.broker import Mosquitto
+from hw_sim.platform import PlatformConsole
+
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+NOW = 1_795_000_000.0
+SITE, GWID = "test-school", "gw-test"
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def cmd(op: str = "ping", args: dict[str, Any] | None = None, *, cid: str = "c-1",
+        at: float = NOW, key: bytes | None = KEY, **extra: Any) -> bytes:
+    doc: dict[str, Any] = {"v": 1, "id": cid, "op": op, "issued_at": iso(at), "args": args or {}}
+    doc.update(extra)
+    if key is not None:
+        doc = sign(doc, key)
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def refusal(checker: CommandChecker, payload: bytes, **kw: Any) -> Refusal:
+    with pytest.raises(Refusal) as exc:
+        checker.check(payload, now=NOW, **kw)
+    return exc.value
+
+
+def test_a_signed_fresh_command_passes_and_is_described_by_the_schema() -> None:
+    payload = cmd("ack", {"event_id": "e1", "operator": "张警官", "note": "出警"})
+    c = CommandChecker(KEY).check(payload, now=NOW)
+    assert (c.id, c.op, c.signed) == ("c-1", "ack", True)
+    assert c.args["operator"] == "张警官"
+    jsonschema.validate(json.loads(payload), load_schema("command"))
+
+
+def test_canonical_form_is_sorted_compact_utf8_without_sig() -> None:
+    doc = {"v": 1, "op": "ping", "id": "x", "args": {"b": 1, "a": "南门"}, "sig": "ff"}
+    assert canonical(doc) == '{"args":{"a":"南门","b":1},"id":"x","op":"ping","v":1}'.encode()
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (cmd(key=None), "unsigned"),
+    (cmd(key=b"another gateway's key 32 bytes.."), "bad_signature"),
+    (cmd(at=NOW - 41), "stale"),
+    (cmd(at=NOW + 21), "stale"),
+    (b"not json", "malformed"),
+    (b"\xff\xfe", "malformed"),
+    (b"[1, 2]", "malformed"),
+    (b'{"v": 1, "id": "x", "op": "ping", "issued_at": NaN}', "malformed"),
+    (b"[" * 100_000 + b"]" * 100_000, "malformed"),
+    (b'{"v": 1, "id": "x", "op": "ping", "issued_at": "' + b"x" * 20_000 + b'"}', "malformed"),
+    (cmd(v=2), "malformed"),
+    (cmd(cid="has space"), "malformed"),
+    (cmd(issued_at="yesterday"), "malformed"),
+    (cmd(args=["x"]), "malformed"),  # type: ignore[arg-type]
+    (cmd(extra_field=1), "malformed"),
+    (cmd(key=None, sig="ABC"), "malformed"),
+    (cmd("reboot"), "unknown_op"),
+    (cmd("ack", {"event_id": "e1"}), "bad_args"),
+    (cmd("ack", {"event_id": "e1", "operator": 7}), "bad_args"),
+    (cmd("ack", {"event_id": "e1", "operator": "x", "rm": "-rf"}), "bad_args"),
+    (cmd("output", {"output": "siren", "on": 1}), "bad_args"),
+    (cmd("output", {"output": "siren", "on": True, "duration_s": True}), "bad_args"),
+    (cmd("output", {"output": "siren", "on": True, "duration_s": -5}), "bad_args"),
+    (cmd("drill", {"point": ""}), "bad_args"),
+])
+def test_each_bad_command_is_refused_with_its_reason(payload: bytes, code: str) -> None:
+    r = refusal(CommandChecker(KEY), payload)
+    assert r.code == code, r
+    assert r.reason
+
+
+def test_a_replayed_id_is_refused_but_a_forged_one_does_not_burn_the_id() -> None:
+    checker = CommandChecker(KEY)
+    forged = cmd(cid="c-9", key=b"attacker key that is 32 bytes.!!")
+    assert refusal(checker, forged).code == "bad_signature"
+    checker.check(cmd(cid="c-9"), now=NOW)  # the real c-9 still goes through
+    assert refusal(checker, cmd(cid="c-9")).code == "replayed"
+
+
+def test_freshness_is_not_judged_by_an_unsynced_clock() -> None:
+    checker = CommandChecker(KEY)
+    checker.check(cmd(at=NOW - 3600), now=NOW, clock_synced=False)
+    assert refusal(checker, cmd(cid="c-2", at=NOW - 3600), clock_synced=True).code == "stale"
+
+
+def test_unsigned_commands_pass_only_when_signatures_are_explicitly_off() -> None:
+    assert CommandChecker(None, require_signature=False).check(
+        cmd(key=None), now=NOW).signed is False
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children,
+                                                                      max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_fuzz_random_bytes_never_crash_the_parser(data: bytes) -> None:
+    try:
+        CommandChecker(KEY).check(data, now=NOW)
+    except Refusal:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "id", "op", "issued_at", "args", "sig", "x"]),
+                       json_values, max_size=7),
+       st.booleans())
+def test_fuzz_command_shaped_objects_are_refused_or_accepted_never_crash(
+        obj: dict[str, Any], signed: bool) -> None:
+    if signed:
+        try:
+            obj = sign(obj, KEY)
+        except ValueError:
+            return  # not representable as canonical JSON (e.g. inf); refused below anyway
+    payload = json.dumps(obj).encode()
+    try:
+        c = CommandChecker(KEY).check(payload, now=NOW, clock_synced=False)
+    except Refusal as r:
+        assert r.code in {"malformed", "unsigned", "bad_signature", "stale", "replayed",
+                          "unknown_op", "bad_args"}
+    else:
+        assert c.op in {"ping", "ack", "drill", "snapshot", "output"}
+
+
+# -- over a real broker --------------------------------------------------------------
+
+
+def result_schema_ok(doc: dict[str, Any]) -> None:
+    jsonschema.validate(doc, load_schema("cmd_result"),
+                        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+@pytest.fixture
+def gw_with_commands(tmp_path: Path, broker: Mosquitto) -> Iterator[InProcessGateway]:
+    key_file = tmp_path / "cmd.key"
+    key_file.write_text(KEY.hex())
+    cfg = write_config(tmp_path / "gw", broker_port=broker.port, debounce_ms=0)
+    with cfg.open("a") as f:
+        f.write(f'\n[commands]\nkey_file = "{key_file}"\n')
+    with InProcessGateway(cfg) as gw:
+        yield gw
+
+
+@pytest.fixture
+def platform(broker: Mosquitto) -> Iterator[PlatformConsole]:
+    with PlatformConsole(broker.host, broker.port, persistent=False, client_id="police",
+                         command_key=KEY, operator="张警官") as c:
+        yield c
+
+
+def wait_result(c: PlatformConsole, cid: str) -> dict[str, Any]:
+    assert c.wait_for(lambda p: cid in p.results, 10), f"no result for {cid}"
+    result_schema_ok(c.results[cid])
+    return c.results[cid]
+
+
+def online(c: PlatformConsole) -> None:
+    # Commands reach the gateway only once it has subscribed, after it is online.
+    assert c.wait_for(lambda p: p.status.get(f"{SITE}/{GWID}", {}).get("state") == "online", 10)
+
+
+def test_ack_is_recorded_and_answered(gw_with_commands: InProcessGateway,
+                                      platform: PlatformConsole) -> None:
+    gw = gw_with_commands
+    online(platform)
+    assert gw.panel is not None
+    gw.panel.press("gate-panic")
+    assert platform.wait_for(lambda p: len(p.events_of("alarm")) == 1, 10)
+    alarm = platform.events_of("alarm")[0]
+    cid = platform.ack(SITE, GWID, alarm["id"], note="出警中")
+    res = wait_result(platform, cid)
+    assert res["ok"] is True and res["code"] == "ok"
+    assert res["result"]["point"] == "gate-panic" and res["result"]["seq"] == alarm["seq"]
+    recorded = gw.service.outbox.acks_for(alarm["id"])
+    assert [(a["operator"], a["note"], a["command_id"]) for a in recorded] == [
+        ("张警官", "出警中", cid)]
+
+
+def test_ack_of_an_unknown_event_is_refused_and_records_nothing(
+        gw_with_commands: InProcessGateway, platform: PlatformConsole) -> None:
+    online(platform)
+    cid = platform.ack(SITE, GWID, "00000000-0000-4000-8000-000000000000")
+    res = wait_result(platform, cid)
+    assert (res["ok"], res["code"]) == (False, "unknown_event")
+    assert gw_with_commands.service.outbox.acks_for(
+        "00000000-0000-4000-8000-000000000000") == []
+
+
+def test_unsigned_and_replayed_commands_over_mqtt_change_nothing(
+        gw_with_commands: InProcessGateway, platform: PlatformConsole) -> None:
+    online(platform)
+    cid = platform.send_command(SITE, GWID, "drill", {"point": "gate-panic"}, sign_it=False)
+    assert wait_result(platform, cid)["code"] == "unsigned"
+    ok = platform.send_command(SITE, GWID, "ping", cmd_id="c-same")
+    assert wait_result(platform, ok)["ok"] is True
+    platform.results.clear()
+    again = platform.send_command(SITE, GWID, "drill", {"point": "gate-panic"},
+                                  cmd_id="c-same")
+    assert wait_result(platform, again)["code"] == "replayed"
+    assert platform.events_of("drill") == []
+    assert gw_with_commands.service.commands is not None
+    assert gw_with_commands.service.commands.counters["unsigned"] == 1
+
+
+def test_drill_ping_and_unsupported_ops(gw_with_commands: InProcessGateway,
+                                        platform: PlatformConsole) -> None:
+    online(platform)
+    drill = platform.send_command(SITE, GWID, "drill", {"point": "office-panic",
+                                                         "operator": "李"})
+    res = wait_result(platform, drill)
+    assert res["ok"] and res["result"]["point"] == "office-panic"
+    assert platform.wait_for(lambda p: len(p.events_of("drill")) == 1, 10)
+    ev = platform.events_of("drill")[0]
+    assert ev["id"] == res["result"]["event_id"]
+    assert ev["detail"]["requested_by"] == "platform:李"
+    ping = wait_result(platform, platform.send_command(SITE, GWID, "ping"))
+    assert ping["ok"] and set(ping["result"]["queue"]) == {"alarm", "event", "bulk"}
+    snap = wait_result(platform, platform.send_command(SITE, GWID, "snapshot",
+                                                       {"camera": "gate"}))
+    assert (snap["ok"], snap["code"]) == (False, "not_supported")
+    bad = wait_result(platform, platform.send_command(SITE, GWID, "drill", {"point": "nope"}))
+    assert (bad["ok"], bad["code"]) == (False, "bad_args") and "nope" in bad["reason"]
+
+
+def test_commands_config_needs_a_key_unless_signatures_are_explicitly_off(
+        tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "gw", broker_port=1883)
+    with cfg.open("a") as f:
+        f.write("\n[commands]\n")
+    with pytest.raises(ConfigError, match=r"commands\.key_file: missing"):
+        load_config(cfg)
+    short = tmp_path / "short.key"
+    short.write_text("abcd")
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_config(cfg, {"commands.key_file": str(short)})
+    loaded = load_config(cfg, {"commands.require_signature": False})
+    assert loaded.commands is not None and loaded.commands.key is None
