@@ -187,6 +187,34 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_drills(args: argparse.Namespace) -> int:
+    from gateway.service import store_path
+    from gateway.store import read_drills_offline
+
+    cfg = _load(args)
+    try:
+        drills = _control(cfg, {"cmd": "drills", "limit": args.limit})
+    except ServiceNotRunningError:
+        drills = read_drills_offline(store_path(cfg), args.limit)
+    if args.json:
+        _print_json(drills)
+        return EXIT_OK
+    if not drills:
+        print("no drills recorded yet (run one with: alarmgw test-alarm --drill POINT)")
+    for d in drills:
+        steps: dict[str, Any] = d["timeline"]
+        first = steps["pressed"]["at"] if "pressed" in steps else "?"
+        state = "complete" if d["complete"] else "INCOMPLETE (no " + ", ".join(
+            s for s in ("pressed", "committed", "published", "puback", "platform_ack")
+            if s not in d["timeline"]) + ")"
+        total = f"{d['total_ms']:.0f} ms" if d["total_ms"] is not None else "-"
+        print(f"{first}  drill seq {d['seq']} {d['point']} by {d['requested_by'] or '-'}:"
+              f" total {total}, {state}")
+        for step, ms in d["durations_ms"].items():
+            print(f"    {step:<26} {ms:9.1f} ms")
+    return EXIT_OK
+
+
 def cmd_test_alarm(args: argparse.Namespace) -> int:
     cfg = _load(args)
     try:
@@ -256,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("test-alarm", cmd_test_alarm, "send a test (or drill) event end to end")
     p.add_argument("point", help="input id from the config")
     p.add_argument("--drill", action="store_true", help="a drill, not a test")
+    p = add("drills", cmd_drills, "each drill's timeline and durations", json_flag=True)
+    p.add_argument("--limit", type=int, default=20, help="drills to list (default 20)")
     p = add("sim", cmd_sim, "drive the simulated hardware of a service on the simulator")
     p.add_argument("action", choices=("press", "release", "bounce"))
     p.add_argument("input", help="input id")

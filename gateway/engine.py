@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.clock import Clock, utc_iso
@@ -60,6 +60,9 @@ class Committed:
     event_id: str
     type: str
     point_id: str
+    occurred_mono_ns: int = 0
+    occurred_wall_ns: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class _Call:
@@ -270,7 +273,8 @@ class Engine:
             self._pending.append(occ)
             return None
         committed = Committed(seq=seq, event_id=draft.event_id, type=occ.type,
-                              point_id=occ.point.id)
+                              point_id=occ.point.id, occurred_mono_ns=occ.mono_ns,
+                              occurred_wall_ns=occ.wall_ns, detail=dict(occ.detail))
         with self._lock:
             self.committed_total += 1
             self.last_commit_mono = time.monotonic()

@@ -25,6 +25,7 @@ from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.config import Config
 from gateway.control import SOCKET_NAME, ControlServer
 from gateway.dispatch import CommandDispatcher
+from gateway.drills import DrillLog
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
@@ -65,6 +66,7 @@ class Service:
         self._lock_fd: int | None = None
         self.engine: Engine | None = None
         self.commands: CommandDispatcher | None = None
+        self.drills: DrillLog | None = None
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
@@ -80,6 +82,7 @@ class Service:
             "queue": self._control_queue,
             "test-alarm": self._control_test_alarm,
             "sim": self._control_sim,
+            "drills": lambda req: self.outbox.drills(int(req.get("limit", 100))),
         }
         """Control socket commands by name; features add theirs."""
 
@@ -108,16 +111,20 @@ class Service:
                              outbox=self.outbox, clock=self.clock,
                              on_committed=self._committed)
         self.engine.start()
+        self.drills = DrillLog(self.outbox, self.clock)
+        self.add_listener(self.drills.on_committed)
         if cfg.commands is not None:
             self.commands = CommandDispatcher(
                 cfg.commands, site=cfg.gateway.site, gateway=cfg.gateway.id, engine=self.engine,
                 outbox=self.outbox, clock=self.clock, wake_uplink=self._wake_uplink,
                 ping_info=self.ping_info)
             self.add_listener(self.commands.on_committed)
+            self.commands.ack_listeners.append(self.drills.on_ack)
             self.commands.start()
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s,
-                             on_command=self.commands.submit if self.commands else None)
+                             on_command=self.commands.submit if self.commands else None,
+                             on_delivery=self.drills.on_delivery)
         self.uplink.start()
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(cfg.gpio.backend)

@@ -25,6 +25,7 @@ inserts the event, so the sequence is gapless across crashes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sqlite3
@@ -141,6 +142,14 @@ CREATE TABLE IF NOT EXISTS acks (
     received_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS acks_by_event ON acks (event_id);
+CREATE TABLE IF NOT EXISTS drills (
+    event_id     TEXT PRIMARY KEY,
+    seq          INTEGER,
+    point        TEXT NOT NULL,
+    requested_by TEXT,
+    boot_id      TEXT NOT NULL,
+    timeline     TEXT NOT NULL  -- JSON: step -> {"at": UTC time, "mono_ns": CLOCK_BOOTTIME}
+);
 """
 
 
@@ -364,6 +373,41 @@ class Outbox:
         return [{"command_id": r[0], "operator": r[1], "note": r[2], "issued_at": r[3],
                  "received_at": r[4]} for r in rows]
 
+    def drill_step(self, event_id: str, step: str, at: str, mono: int, *,
+                   create: dict[str, Any] | None = None) -> None:
+        """Record one step of a drill's timeline (rare: one write per step of a drill).
+
+        `create` (seq, point, requested_by, boot_id) makes the record; later steps
+        of an unknown drill are ignored.
+        """
+        try:
+            with self._txn("NORMAL") as db:
+                if create is not None:
+                    db.execute("INSERT OR IGNORE INTO drills (event_id, seq, point, requested_by,"
+                               " boot_id, timeline) VALUES (?,?,?,?,?, '{}')",
+                               (event_id, create.get("seq"), create["point"],
+                                create.get("requested_by"), create["boot_id"]))
+                row = db.execute("SELECT timeline FROM drills WHERE event_id=?",
+                                 (event_id,)).fetchone()
+                if row is None:
+                    return
+                timeline = json.loads(row[0])
+                if step in timeline:
+                    return  # first occurrence wins (a re-send is not a new step)
+                timeline[step] = {"at": at, "mono_ns": mono}
+                db.execute("UPDATE drills SET timeline=? WHERE event_id=?",
+                           (json.dumps(timeline), event_id))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot record drill step {step}: {exc}"
+                             ) from exc
+
+    def drills(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            return _drills(db, limit)
+
     def _make_room(self, db: sqlite3.Connection, size: int, lane: Lane) -> None:
         """Evict delivered rows, then the oldest waiting bulk rows, until `size` fits."""
         need = self._bytes + size - self.max_bytes
@@ -527,6 +571,47 @@ def _waiting(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
              "state": "in_flight" if r[2] == State.IN_FLIGHT else "ready", "seq": r[3],
              "event_id": r[4], "type": r[5], "topic": r[6], "bytes": r[7], "created_at": r[8],
              "attempts": r[9]} for r in rows]
+
+
+DRILL_STEPS = ("pressed", "committed", "published", "puback", "platform_ack")
+
+
+def _drills(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    rows = db.execute("SELECT event_id, seq, point, requested_by, boot_id, timeline FROM drills"
+                      " ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+    out = []
+    for event_id, seq, point, requested_by, boot_id, timeline_json in rows:
+        timeline = json.loads(timeline_json)
+        # Durations between consecutive recorded steps, exact within one boot (mono_ns).
+        steps = [s for s in DRILL_STEPS if s in timeline]
+        durations = {f"{a}->{b}": round((timeline[b]["mono_ns"] - timeline[a]["mono_ns"]) / 1e6,
+                                        3)
+                     for a, b in itertools.pairwise(steps)}
+        total = None
+        if len(steps) >= 2:
+            total = round((timeline[steps[-1]]["mono_ns"] - timeline[steps[0]]["mono_ns"]) / 1e6,
+                          3)
+        out.append({"event_id": event_id, "seq": seq, "point": point,
+                    "requested_by": requested_by, "boot_id": boot_id, "timeline": timeline,
+                    "durations_ms": durations, "total_ms": total,
+                    "complete": all(s in timeline for s in DRILL_STEPS)})
+    return out
+
+
+def read_drills_offline(path: Path, limit: int = 100) -> list[dict[str, Any]]:
+    """The drill records of a store whose service is not running."""
+    if not path.exists():
+        raise StoreError(f"no store at {path} (has the service ever run with this config?)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path} read-only: {exc}") from exc
+    try:
+        return _drills(db, limit)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path}: {exc}") from exc
+    finally:
+        db.close()
 
 
 def read_queue_offline(path: Path, limit: int = 100) -> tuple[QueueStats, list[dict[str, Any]]]:

@@ -259,3 +259,31 @@ def test_commands_config_needs_a_key_unless_signatures_are_explicitly_off(
         load_config(cfg, {"commands.key_file": str(short)})
     loaded = load_config(cfg, {"commands.require_signature": False})
     assert loaded.commands is not None and loaded.commands.key is None
+
+
+def test_a_drill_timeline_is_complete_and_its_durations_add_up(
+        tmp_path: Path, gw_with_commands: InProcessGateway,
+        platform: PlatformConsole) -> None:
+    online(platform)
+    platform.auto_ack_s = 0.0  # the police acknowledge at once
+    gw = gw_with_commands
+    res = gw.service.handle_control({"cmd": "test-alarm", "point": "gate-panic",
+                                     "drill": True})
+    assert platform.wait_for(lambda p: any(
+        r.get("op") == "ack" and r.get("result", {}).get("event_id") == res["id"]
+        for r in p.results.values()), 10)
+    drills = gw.service.handle_control({"cmd": "drills"})
+    assert len(drills) == 1
+    d = drills[0]
+    assert d["event_id"] == res["id"] and d["point"] == "gate-panic"
+    assert d["requested_by"] == "alarmgw test-alarm"
+    assert d["complete"] is True, d["timeline"]
+    assert list(d["durations_ms"]) == ["pressed->committed", "committed->published",
+                                       "published->puback", "puback->platform_ack"]
+    assert all(ms >= 0 for ms in d["durations_ms"].values())
+    assert sum(d["durations_ms"].values()) == pytest.approx(d["total_ms"], abs=0.01)
+    # A real alarm leaves no drill record.
+    assert gw.panel is not None
+    gw.panel.press("gate-panic")
+    assert platform.wait_for(lambda p: len(p.events_of("alarm")) == 1, 10)
+    assert len(gw.service.handle_control({"cmd": "drills"})) == 1

@@ -102,7 +102,8 @@ class Uplink:
                  status_doc: Callable[..., dict[str, Any]],
                  health_doc: Callable[[], dict[str, Any]] | None = None,
                  health_interval_s: float = 30.0,
-                 on_command: Callable[[bytes], None] | None = None) -> None:
+                 on_command: Callable[[bytes], None] | None = None,
+                 on_delivery: Callable[[str, list[Row]], None] | None = None) -> None:
         """`status_doc(state, reason=None)`: the status document for 'online'/'offline';
         `health_doc()`: the heartbeat document; `health_interval_s`: heartbeat
         period, in seconds."""
@@ -113,6 +114,7 @@ class Uplink:
         self._health_doc = health_doc
         self._health_interval = health_interval_s
         self._on_command_cb = on_command
+        self._on_delivery = on_delivery
         self._tls = make_tls_context(settings)
         self._where = f"{settings.host}:{settings.port}"
         self._wake_r, self._wake_w = socket.socketpair()
@@ -461,6 +463,7 @@ class Uplink:
             return
         acks, self._acks = self._acks, []
         done: list[int] = []
+        done_rows: list[Row] = []
         refused: list[tuple[Row, ReasonCode]] = []
         for mid, rc in acks:
             flight = self._inflight.pop(mid, None)
@@ -471,8 +474,10 @@ class Uplink:
                 refused.append((flight.row, rc))
             else:
                 done.append(flight.row.rowid)
+                done_rows.append(flight.row)
         if done:
             self.outbox.ack(done)
+            self._delivered("puback", done_rows)
             with self._progress:
                 self._progress.notify_all()
             with self._lock:
@@ -539,10 +544,20 @@ class Uplink:
                 break
             self._inflight[info.mid] = _InFlight(row, now)
             published += 1
+        if published:
+            self._delivered("published", rows[:published])
         with self._lock:
             self._state["published"] += published
         # If the outbox gave us all we asked for there may be more: stay dirty.
         self._dirty = not exhausted
+
+    def _delivered(self, step: str, rows: list[Row]) -> None:
+        if self._on_delivery is None:
+            return
+        try:
+            self._on_delivery(step, rows)
+        except Exception:
+            log.exception("uplink: delivery hook failed")
 
     def _publish_health(self, client: mqtt.Client) -> None:
         assert self._health_doc is not None
