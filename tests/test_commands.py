@@ -287,3 +287,14 @@ def test_a_drill_timeline_is_complete_and_its_durations_add_up(
     gw.panel.press("gate-panic")
     assert platform.wait_for(lambda p: len(p.events_of("alarm")) == 1, 10)
     assert len(gw.service.handle_control({"cmd": "drills"})) == 1
+
+
+def test_the_documented_signature_test_vector() -> None:
+    doc = {"v": 1, "id": "c-1", "op": "ping", "issued_at": "2026-11-28T15:48:05.120Z",
+           "args": {}}
+    assert canonical(doc) == (b'{"args":{},"id":"c-1","issued_at":"2026-11-28T15:48:05.120Z",'
+                              b'"op":"ping","v":1}')
+    sig = "84d2701c321ce83778f257304add988ef9a9557576bcff85d5263c9971723889"
+    assert sign(doc, bytes(range(32)))["sig"] == sig
+    text = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    assert sig in text
