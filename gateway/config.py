@@ -486,7 +486,7 @@ def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
         raise b.error("username", "missing: a password needs a username")
     keepalive = b.integer("keepalive_s", 10, min=2, max=300)
     rmin = b.number("reconnect_min_s", 0.5, min=0.05, max=60.0)
-    rmax = b.number("reconnect_max_s", 30.0, min=0.1, max=600.0)
+    rmax = b.number("reconnect_max_s", 10.0, min=0.1, max=600.0)
     if rmax < rmin:
         raise b.error("reconnect_max_s", f"{rmax} is below reconnect_min_s ({rmin})")
     settings = BrokerSettings(

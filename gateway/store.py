@@ -43,6 +43,7 @@ from gateway.errors import StoreError, StoreFullError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+PRUNE_BATCH = 64
 
 
 class Lane(IntEnum):
@@ -133,6 +134,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     acked_at   TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, lane, rowid);
+CREATE INDEX IF NOT EXISTS outbox_acked ON outbox (rowid) WHERE state = 2;
 CREATE TABLE IF NOT EXISTS acks (
     event_id    TEXT NOT NULL,
     command_id  TEXT NOT NULL,
@@ -462,14 +464,29 @@ class Outbox:
         if limit <= 0:
             return []
         try:
-            with self._txn("NORMAL") as db:
+            with self._lock:
+                db = self._db
+                if db is None:
+                    raise StoreError(f"store {self.path} is not open")
+                # All writes go through this connection under this lock, so the rows
+                # read here are still ready when they are marked: no write transaction
+                # (and no WAL frame) for a look that finds nothing.
                 rows = db.execute(
                     "SELECT rowid, lane, topic, payload, properties, seq, event_id, event_type,"
                     " created_at, attempts FROM outbox WHERE state=? AND lane<=?"
                     " ORDER BY lane, rowid LIMIT ?", (State.READY, int(max_lane), limit)).fetchall()
                 if rows:
-                    db.executemany("UPDATE outbox SET state=?, attempts=attempts+1 WHERE rowid=?",
-                                   [(State.IN_FLIGHT, r[0]) for r in rows])
+                    if self._sync != "NORMAL":
+                        db.execute("PRAGMA synchronous=NORMAL")
+                        self._sync = "NORMAL"
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        db.executemany("UPDATE outbox SET state=?, attempts=attempts+1"
+                                       " WHERE rowid=?", [(State.IN_FLIGHT, r[0]) for r in rows])
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+                    db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: cannot take rows: {exc}") from exc
         return [Row(rowid=r[0], lane=Lane(r[1]), topic=r[2], payload=bytes(r[3]),
@@ -497,7 +514,8 @@ class Outbox:
                 done = cur.rowcount
                 self._acked += done
                 excess = self._acked - self.keep_acked
-                if excess > 0:
+                # Pruned in batches: one delete per PRUNE_BATCH acks, not one per ack.
+                if excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH):
                     freed = db.execute(
                         "SELECT COALESCE(SUM(size), 0) FROM (SELECT size FROM outbox WHERE"
                         " state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess)).fetchone()[0]

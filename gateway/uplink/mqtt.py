@@ -513,18 +513,25 @@ class Uplink:
         if free <= 0:
             self._dirty = False
             return
-        rows = self.outbox.take(free, max_lane=Lane.ALARM)
-        free_low = window - reserve - len(self._inflight) - len(rows)
-        exhausted = len(rows) < free
-        if free_low > 0:
-            more = self.outbox.take(free_low)
-            rows.extend(more)
-            exhausted = exhausted and len(more) < free_low
-        if not rows:
-            self._dirty = False
+        # Alarms first, and out on the wire before the lower lanes are even looked at.
+        alarms = self.outbox.take(free, max_lane=Lane.ALARM)
+        exhausted = len(alarms) < free
+        if alarms and not self._publish_rows(client, alarms):
             return
+        free_low = window - reserve - len(self._inflight)
+        if free_low > 0:
+            rest = self.outbox.take(free_low)
+            exhausted = exhausted and len(rest) < free_low
+            if rest and not self._publish_rows(client, rest):
+                return
+        # If the outbox gave us all we asked for there may be more: stay dirty.
+        self._dirty = not exhausted
+
+    def _publish_rows(self, client: mqtt.Client, rows: list[Row]) -> bool:
+        """Publish rows taken from the outbox; False if the connection failed meanwhile."""
         now = time.monotonic()
         published = 0
+        ok = True
         for i, row in enumerate(rows):
             props = Properties(PacketTypes.PUBLISH)
             if row.properties:
@@ -541,6 +548,7 @@ class Uplink:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 # Not sent (connection dropped meanwhile): back to READY with the rest.
                 self.outbox.release([r.rowid for r in rows[i:]])
+                ok = False
                 break
             self._inflight[info.mid] = _InFlight(row, now)
             published += 1
@@ -548,8 +556,7 @@ class Uplink:
             self._delivered("published", rows[:published])
         with self._lock:
             self._state["published"] += published
-        # If the outbox gave us all we asked for there may be more: stay dirty.
-        self._dirty = not exhausted
+        return ok
 
     def _delivered(self, step: str, rows: list[Row]) -> None:
         if self._on_delivery is None:
