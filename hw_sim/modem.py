@@ -163,6 +163,8 @@ class SimModem:
     - `sms_delay_s`: seconds the network takes to accept an SMS after Ctrl-Z;
     - `sms_reply` / `sms_reply_before_prompt`: answer AT+CMGS with this final line
       (e.g. "+CMS ERROR: 500") after the text, or instead of the prompt;
+    - `sms_reply_after_parts`: apply `sms_reply` only once this many parts were accepted
+      (a failure in the middle of a series);
     - `urcs`: unsolicited lines to send before every answer, between an answer's
       information and its final result, before the prompt and before +CMGS.
     """
@@ -187,6 +189,7 @@ class SimModem:
         self.sms_delay_s = 0.0
         self.sms_reply: str | None = None
         self.sms_reply_before_prompt = False
+        self.sms_reply_after_parts = 0
         self.urcs: list[str] = []
         # Modem state: reset by ATZ.
         self._reset_settings()
@@ -351,6 +354,7 @@ class SimModem:
             self.delay_s = 0.0
             self.sms_reply = None
             self.sms_reply_before_prompt = False
+            self.sms_reply_after_parts = 0
             if fault == "silent":
                 self.silent = True
             elif fault == "cmgs_error":
@@ -419,6 +423,24 @@ class SimModem:
                 raise TimeoutError(f"simulated modem has {len(assemble(self._parts))} whole"
                                    f" message(s), not {n}, within {timeout} s")
             return assemble(self._parts)
+
+    def wait_for_command(self, prefix: str, timeout: float = 5.0) -> str:
+        """Wait until a command line starting with `prefix` arrives; return the first.
+
+        Raises:
+            TimeoutError: none within `timeout` seconds.
+        """
+        def found() -> str | None:
+            return next((c for c in self._commands if c.upper().startswith(prefix.upper())),
+                        None)
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: found() is not None, timeout):
+                raise TimeoutError(f"simulated modem got no {prefix} within {timeout} s; last"
+                                   f" commands: {self._commands[-8:]}")
+            line = found()
+            assert line is not None
+            return line
 
     def wait_idle(self, timeout: float = 5.0) -> None:
         """Wait until the modem has answered everything the driver sent so far.
@@ -579,6 +601,7 @@ class SimModem:
             return
         with self._cond:
             self._commands.append(text)
+            self._cond.notify_all()
         if text[:2].upper() != "AT":
             return  # not a command line: a real modem ignores it
         body = text[2:]
@@ -739,7 +762,8 @@ class SimModem:
         if m is None:
             self._final("ERROR")
             return
-        if self.sms_reply is not None and self.sms_reply_before_prompt:
+        if self._sms_reply_due() and self.sms_reply_before_prompt:
+            assert self.sms_reply is not None
             self._final(self.sms_reply)
             return
         sim_error = {"absent": 310, "pin": 311, "puk": 316}.get(self.sim)
@@ -755,6 +779,10 @@ class SimModem:
         if not self._wait(self.delay_s):
             return
         self._send(self._urc_block() + b"\r\n> ")
+
+    def _sms_reply_due(self) -> bool:
+        with self._cond:
+            return self.sms_reply is not None and len(self._parts) >= self.sms_reply_after_parts
 
     def _submit(self, raw_bytes: bytes) -> None:
         """Handle the text of an SMS (everything before Ctrl-Z)."""
@@ -786,7 +814,8 @@ class SimModem:
         if self.registration not in ("home", "roaming"):
             self._final("+CMS ERROR: 331")
             return
-        if self.sms_reply is not None:
+        if self._sms_reply_due():
+            assert self.sms_reply is not None
             self._final(self.sms_reply)
             return
         ref = self._next_ref

@@ -46,6 +46,7 @@ import json
 import logging
 import re
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -101,6 +102,8 @@ _PIN_RE = re.compile(r"[0-9]{4,8}")
 _ERROR_RE = re.compile(r"\+(CMS|CME) ERROR:\s*(.*)")
 _CMGS_RE = re.compile(r"\+CMGS:\s*(\d+)")
 _EOL_RE = re.compile(rb"[\r\n]")
+#: What a serial port raises when the device went away (termios.error is no OSError).
+_PORT_ERRORS = (serial.SerialException, OSError, TypeError, termios.error)
 
 #: Lines without "+" or "^" that modems send unsolicited (boot banners, calls).
 _BARE_URCS = frozenset({
@@ -711,8 +714,10 @@ class Modem:
 
     def _port_failed(self, command: str, exc: Exception) -> ModemError:
         self._drop_port()
+        # termios.error carries (errno, text) and prints as a tuple.
+        why = exc.args[1] if isinstance(exc, termios.error) and len(exc.args) > 1 else exc
         return ModemError(
-            f"modem port {self.port} failed during {command} ({exc}): was the modem unplugged"
+            f"modem port {self.port} failed during {command} ({why}): was the modem unplugged"
             " or did it reset? check dmesg; the next call opens it again",
             port=self.port, command=command)
 
@@ -726,7 +731,7 @@ class Modem:
                 f"modem on {self.port} does not take input ({command} not written within"
                 f" {self.timeout_s:.1f} s): power-cycle the modem",
                 port=self.port, command=command) from exc
-        except (serial.SerialException, OSError, TypeError) as exc:
+        except _PORT_ERRORS as exc:
             raise self._port_failed(command, exc) from exc
 
     def _fill(self, command: str) -> None:
@@ -734,7 +739,7 @@ class Modem:
         ser = self._port(command)
         try:
             data = ser.read(max(1, ser.in_waiting))
-        except (serial.SerialException, OSError, TypeError) as exc:
+        except _PORT_ERRORS as exc:
             raise self._port_failed(command, exc) from exc
         if self._closing:
             raise ModemClosedError(f"modem on {self.port} was closed during {command}",
@@ -746,7 +751,7 @@ class Modem:
         ser = self._port(command)
         try:
             ser.reset_input_buffer()
-        except (serial.SerialException, OSError, TypeError) as exc:
+        except _PORT_ERRORS as exc:
             raise self._port_failed(command, exc) from exc
         self._buf.clear()
 
@@ -859,7 +864,13 @@ class Modem:
         if self._ser is None:
             self._open_port()
         if self._ready:
-            return
+            # Every call first proves the modem is alive, so that a modem that went silent
+            # since the last call is reported as not answering, not as a failed command.
+            try:
+                self._command("AT")
+                return
+            except ModemTimeoutError:
+                log.info("modem on %s stopped answering; resynchronising", self.port)
         # An earlier process (or a timed-out call) may have left the modem at the "> "
         # prompt: ESC aborts that SMS; then wait until the modem has said all it will.
         self._write(ESC + b"\r", "AT")
@@ -964,10 +975,7 @@ class Modem:
         problem = words.problems()[0]
         if state == "pin_required" and self._pin_refused:
             problem = "the SIM refused the configured PIN earlier: fix the pin_file and restart"
-        code = None
-        m = _ERROR_RE.fullmatch(detail)
-        if m is not None and m.group(2).strip().isdigit():
-            code = int(m.group(2))
+        code = _parse_error(detail)[1]
         raise ModemSimError(f"modem on {self.port} cannot send SMS: {problem}",
                             port=self.port, command="AT+CPIN", code=code, reply=detail)
 
