@@ -66,3 +66,64 @@ class ServiceNotRunningError(ControlError):
 
 class UplinkError(GatewayError, ConnectionError):
     """The uplink could not reach or use the broker."""
+
+
+class SmsInputError(GatewayError, ValueError):
+    """A text message or phone number that cannot be sent (empty text, malformed number)."""
+
+
+class ModemError(HardwareError):
+    """The SMS modem could not be reached or refused what it was asked.
+
+    Machine-readable fields: `port` (the serial device), `command` (the AT command that
+    failed, without its arguments, e.g. "AT+CMGS"; empty when no command was involved),
+    `code` (the number of a +CMS/+CME ERROR, None for a plain ERROR or none), `reply`
+    (the modem's final line, e.g. "+CMS ERROR: 330") and `sent_refs` (message references
+    of the parts of the current SMS the modem had already sent when this failed).
+    """
+
+    def __init__(self, message: str, *, port: str, command: str = "",
+                 code: int | None = None, reply: str = "",
+                 sent_refs: list[int] | None = None) -> None:
+        self.port = port
+        self.command = command
+        self.code = code
+        self.reply = reply
+        self.sent_refs: list[int] = list(sent_refs or [])
+        super().__init__(message)
+
+
+class ModemOpenError(ModemError):
+    """The modem's serial port could not be opened (missing, no permission, held)."""
+
+
+class ModemClosedError(ModemError):
+    """The modem was closed while a command was in progress."""
+
+
+class ModemTimeoutError(ModemError, TimeoutError):
+    """The modem did not answer a command (or did not finish an SMS) in time."""
+
+
+class ModemNotAnsweringError(ModemTimeoutError):
+    """Nothing answers AT on the port: wrong port, wrong baud, modem off or held."""
+
+
+class ModemBusyError(ModemTimeoutError):
+    """Another thread kept the modem busy for longer than the caller would wait."""
+
+
+class ModemCommandError(ModemError):
+    """The modem answered ERROR, +CME ERROR or +CMS ERROR."""
+
+
+class ModemSimError(ModemCommandError):
+    """The SIM is missing, locked (PIN/PUK), refused the PIN or failed."""
+
+
+class ModemNetworkError(ModemCommandError):
+    """The modem has no network service (not registered, network timeout)."""
+
+
+class ModemSmsError(ModemCommandError):
+    """The modem or the network refused the SMS itself (SMSC unknown, barred, unknown error)."""
