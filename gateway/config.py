@@ -154,6 +154,25 @@ class CommandSettings:
 
 
 @dataclass(frozen=True)
+class EscalationSettings:
+    """What the gateway does by itself when an alarm is not acknowledged."""
+
+    ack_timeout_s: float
+    """Escalate when no platform ack arrived this long after the alarm, in seconds."""
+    uplink_down_s: float
+    """Escalate when the uplink is down this long while an alarm waits, in seconds."""
+    sounder: str | None
+    """Output id switched on when escalating."""
+    sounder_s: float | None
+    """How long the sounder sounds, in seconds; None until switched off."""
+    sms_to: tuple[str, ...]
+    modem_port: str | None
+    modem_baud: int
+    modem_pin: str | None = field(repr=False)
+    sms_timeout_s: float
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     gateway: GatewaySettings
@@ -165,6 +184,8 @@ class Config:
     inputs: tuple[InputSettings, ...]
     commands: CommandSettings | None = None
     """None: no [commands] table, the gateway does not subscribe to commands."""
+    escalation: EscalationSettings | None = None
+    """None: no [escalation] table, alarms are never escalated locally."""
 
     def input(self, point_id: str) -> InputSettings:
         for inp in self.inputs:
@@ -368,7 +389,8 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     root = _Table(path, "", raw)
 
-    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs", "commands")
+    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs", "commands",
+                "escalation")
     gw = root.table("gateway", required=True)
     assert gw is not None
     gw.expect("site", "id", "state_dir", "runtime_dir")
@@ -402,9 +424,65 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     inputs = _parse_inputs(root, gpio)
     cmd_t = root.table("commands")
     commands = _parse_commands(cmd_t) if cmd_t is not None else None
+    esc_t = root.table("escalation")
+    escalation = _parse_escalation(esc_t) if esc_t is not None else None
     root.done()
     return Config(path=path, gateway=gateway, broker=broker, store=store, clock=clock,
-                  health=health, gpio=gpio, inputs=inputs, commands=commands)
+                  health=health, gpio=gpio, inputs=inputs, commands=commands,
+                  escalation=escalation)
+
+
+_PHONE = re.compile(r"^\+?[0-9]{3,20}$")
+
+
+def _parse_escalation(t: _Table) -> EscalationSettings:
+    t.expect("ack_timeout_s", "uplink_down_s", "sounder", "sounder_s", "sms_to", "modem")
+    sms_to: list[str] = []
+    raw = t.data.get("sms_to", [])
+    t.seen.add("sms_to")
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise t.error("sms_to", "must be an array of phone numbers, e.g. [\"+8613800000000\"]")
+    for n in raw:
+        if not _PHONE.match(n):
+            raise t.error("sms_to", f"{n!r} is not a phone number (digits, optionally a"
+                          " leading +)")
+        sms_to.append(n)
+    modem_t = t.table("modem")
+    port = None
+    baud = 115200
+    pin = None
+    timeout = 60.0
+    if modem_t is not None:
+        modem_t.expect("port", "baud", "pin_file", "sms_timeout_s")
+        port = modem_t.text("port", required=True)
+        baud = modem_t.integer("baud", 115200, min=1200, max=4_000_000)
+        pin_file = modem_t.opt_path("pin_file")
+        if pin_file is not None:
+            try:
+                pin = pin_file.read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise modem_t.error("pin_file", f"cannot read {pin_file}: {exc}") from exc
+        timeout = modem_t.number("sms_timeout_s", 60.0, min=5.0, max=600.0)
+        modem_t.done()
+    if sms_to and port is None:
+        raise t.error("modem", "missing: sms_to needs an [escalation.modem] with the modem's"
+                      " serial port")
+    sounder_s: float | None = t.number("sounder_s", 300.0, min=0.0, max=86400.0)
+    if sounder_s == 0:
+        sounder_s = None
+    settings = EscalationSettings(
+        ack_timeout_s=t.number("ack_timeout_s", 60.0, min=1.0, max=3600.0),
+        uplink_down_s=t.number("uplink_down_s", 30.0, min=1.0, max=3600.0),
+        sounder=t.opt_str("sounder"),
+        sounder_s=sounder_s,
+        sms_to=tuple(sms_to),
+        modem_port=port,
+        modem_baud=baud,
+        modem_pin=pin,
+        sms_timeout_s=timeout,
+    )
+    t.done()
+    return settings
 
 
 def _parse_commands(t: _Table) -> CommandSettings:

@@ -222,6 +222,13 @@ class Engine:
             detail=detail,
         ))
 
+    def door_escalation(self, point: Point, step: str, detail: dict[str, Any]) -> None:
+        """Record an escalation step as an event. Thread-safe; never blocks."""
+        wall, mono = self.clock.now()
+        occ = Occurrence(type="escalation", point=point, wall_ns=wall, mono_ns=mono,
+                         time_synced=self.clock.is_synced(), detail={"step": step, **detail})
+        self.call(lambda: self._commit(occ))
+
     def raise_test(self, point_id: str, drill: bool, requested_by: str) -> Committed:
         """Commit a test or drill event for `point_id` (call through `call()`)."""
         state = self._points.get(point_id)

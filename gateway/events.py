@@ -19,6 +19,7 @@ PROTOCOL_VERSION = 1
 
 EventType = Literal[
     "alarm", "restore", "tamper", "tamper_cleared", "fault", "fault_cleared", "test", "drill",
+    "escalation",
 ]
 
 # Drills and tests take the alarm lane on purpose: a drill that skipped the
@@ -32,6 +33,7 @@ LANE: dict[str, Lane] = {
     "tamper_cleared": Lane.EVENT,
     "fault": Lane.EVENT,
     "fault_cleared": Lane.EVENT,
+    "escalation": Lane.EVENT,
 }
 
 

@@ -22,15 +22,17 @@ from typing import Any
 
 from gateway import __version__
 from gateway.clock import Clock, mono_ns, utc_iso
-from gateway.config import Config
+from gateway.config import Config, EscalationSettings
 from gateway.control import SOCKET_NAME, ControlServer
 from gateway.dispatch import CommandDispatcher
 from gateway.drills import DrillLog
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
+from gateway.drivers.modem import Modem
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
+from gateway.escalation import Escalation
 from gateway.events import PROTOCOL_VERSION, Point
-from gateway.store import Outbox
+from gateway.store import Outbox, Row
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
 
@@ -67,6 +69,11 @@ class Service:
         self.engine: Engine | None = None
         self.commands: CommandDispatcher | None = None
         self.drills: DrillLog | None = None
+        self.escalation: Escalation | None = None
+        self.modem: Modem | None = None
+        self.output_setter: Callable[[str, bool, float | None], None] | None = None
+        """Switches a configured output (id, on, duration in seconds); set by the outputs
+        feature, None while none are configured."""
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
@@ -121,10 +128,12 @@ class Service:
             self.add_listener(self.commands.on_committed)
             self.commands.ack_listeners.append(self.drills.on_ack)
             self.commands.start()
+        if cfg.escalation is not None:
+            self._start_escalation(cfg.escalation)
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s,
                              on_command=self.commands.submit if self.commands else None,
-                             on_delivery=self.drills.on_delivery)
+                             on_delivery=self._on_delivery)
         self.uplink.start()
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(cfg.gpio.backend)
@@ -167,6 +176,12 @@ class Service:
         if self.commands is not None:
             self.commands.stop()
             self.commands = None
+        if self.escalation is not None:
+            self.escalation.stop()
+            self.escalation = None
+        if self.modem is not None:
+            self.modem.close()
+            self.modem = None
         if self.engine is not None:
             self.engine.stop()
         if self.uplink is not None:
@@ -198,6 +213,39 @@ class Service:
             self.stop()
 
     # -- glue --------------------------------------------------------------
+
+    def _start_escalation(self, settings: EscalationSettings) -> None:
+        send_sms: Callable[[str, str], None] | None = None
+        if settings.modem_port is not None:
+            modem = Modem(settings.modem_port, settings.modem_baud, pin=settings.modem_pin,
+                          send_timeout_s=settings.sms_timeout_s)
+            self.modem = modem
+
+            def send_sms(number: str, text: str) -> None:
+                # Opened on first use, on the escalation's worker thread: a modem that
+                # is missing at start must not keep the gateway from starting.
+                if not modem.is_open:
+                    modem.open()
+                modem.send_sms(number, text)
+        if settings.sounder is not None and self.output_setter is None:
+            log.warning("escalation.sounder = %r, but no outputs are configured: escalation"
+                        " will send SMS only", settings.sounder)
+        assert self.engine is not None
+        self.escalation = Escalation(
+            settings, engine=self.engine, points={p.id: p for p in self.points()},
+            uplink_connected=lambda: bool(self.uplink and self.uplink.state()["connected"]),
+            set_output=self.output_setter, send_sms=send_sms, site=self.config.gateway.site,
+            gateway=self.config.gateway.id)
+        self.add_listener(self.escalation.on_committed)
+        if self.commands is not None:
+            self.commands.ack_listeners.append(self.escalation.on_ack)
+        self.escalation.start()
+
+    def _on_delivery(self, step: str, rows: list[Row]) -> None:
+        if self.drills is not None:
+            self.drills.on_delivery(step, rows)
+        if self.escalation is not None:
+            self.escalation.on_delivery(step, [r.event_id for r in rows if r.event_id])
 
     def _wake_uplink(self) -> None:
         if self.uplink is not None:

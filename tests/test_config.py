@@ -618,13 +618,18 @@ def test_example_sim_config_loads() -> None:
     assert all(i.active_level in ("low", "high") for i in cfg.inputs)
 
 
-def test_example_config_is_valid_when_its_tls_files_exist(pki: Pki) -> None:
+def test_example_config_is_valid_when_its_files_exist(pki: Pki, tmp_path: Path) -> None:
     path = REPO / "examples" / "config.toml"
+    key = tmp_path / "command.key"
+    key.write_text("ab" * 32)
     cfg: Config = load_config(path, overrides={
         "broker.tls.ca": str(pki.ca_cert),
         "broker.tls.cert": str(pki.client_cert),
         "broker.tls.key": str(pki.client_key),
+        "commands.key_file": str(key),
     })
+    assert cfg.commands is not None and cfg.commands.key == bytes.fromhex("ab" * 32)
+    assert cfg.escalation is not None and cfg.escalation.modem_port == "/dev/ttyUSB2"
     assert cfg.broker.host == "mqtt.platform.example.cn"
     assert cfg.broker.port == 8883
     assert cfg.broker.tls is not None

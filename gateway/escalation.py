@@ -1,0 +1,235 @@
+"""Escalation: when the police have not acknowledged an alarm, the gateway acts by itself.
+
+An alarm escalates once, when either
+- no platform `ack` for it arrived within `ack_timeout_s` of its commit, or
+- the uplink has been down for `uplink_down_s` while the alarm is still
+  waiting for its PUBACK (the platform cannot even know of it).
+
+Escalating switches on the local sounder (an output from the config) and
+sends an SMS to each duty number through the serial 4G/GSM modem. Each step
+is recorded as an `escalation` event (sounder_on, sms_sent, sms_failed), so
+the platform and the school's records see what the gateway did. A modem
+that does not answer becomes a `fault`, and the sounder stays on.
+
+Timing uses the monotonic clock; all the work runs on this module's own
+thread, never in the engine's or the uplink's.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.clock import mono_ns
+from gateway.config import EscalationSettings
+from gateway.drivers import FaultChange
+from gateway.engine import Committed, Engine
+from gateway.events import Point
+
+log = logging.getLogger(__name__)
+
+ESCALATING_TYPES = frozenset({"alarm"})
+
+
+@dataclass
+class _Pending:
+    committed: Committed
+    point: Point
+    since: float
+    """time.monotonic() of the commit."""
+    delivered: bool = False
+    escalated: bool = False
+
+
+class Escalation:
+    """Watches committed alarms for acknowledgement and escalates the ones nobody answers."""
+
+    def __init__(self, settings: EscalationSettings, *, engine: Engine,
+                 points: dict[str, Point], uplink_connected: Callable[[], bool],
+                 set_output: Callable[[str, bool, float | None], None] | None,
+                 send_sms: Callable[[str, str], None] | None,
+                 site: str, gateway: str) -> None:
+        """`set_output(output_id, on, duration_s)` switches an output (may raise);
+        `send_sms(number, text)` sends one SMS, however many parts (may raise, may
+        take seconds)."""
+        self.settings = settings
+        self.engine = engine
+        self.points = points
+        self._connected = uplink_connected
+        self._set_output = set_output
+        self._send_sms = send_sms
+        self.site = site
+        self.gateway = gateway
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._down_since: float | None = None
+        self._thread: threading.Thread | None = None
+        self._work: queue.SimpleQueue[tuple[_Pending, str] | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self.escalated_total = 0
+        self.modem_faulty = False
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="escalation", daemon=True)
+        self._thread.start()
+        self._worker = threading.Thread(target=self._do_work, name="escalation-work",
+                                        daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._work.put(None)
+        for t in (self._thread, self._worker):
+            if t is not None:
+                t.join(self.settings.sms_timeout_s + 5.0)
+        self._thread = self._worker = None
+
+    # -- hooks (other threads) -----------------------------------------------
+
+    def on_committed(self, c: Committed) -> None:
+        """Service listener (engine thread): start the clock on every alarm."""
+        if c.type not in ESCALATING_TYPES:
+            return
+        point = self.points.get(c.point_id)
+        if point is None:
+            return
+        with self._lock:
+            self._pending[c.event_id] = _Pending(c, point, time.monotonic())
+        self._wake.set()
+
+    def on_ack(self, event_id: str, point_id: str, ack: dict[str, Any]) -> dict[str, Any]:
+        """Command dispatcher ack listener: the police have it; stop watching it."""
+        with self._lock:
+            p = self._pending.pop(event_id, None)
+        if p is None:
+            return {}
+        return {"escalated": p.escalated}
+
+    def on_delivery(self, step: str, event_ids: list[str]) -> None:
+        """Uplink hook: these events reached the broker."""
+        if step != "puback":
+            return
+        with self._lock:
+            for eid in event_ids:
+                p = self._pending.get(eid)
+                if p is not None:
+                    p.delivered = True
+
+    def pending(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        with self._lock:
+            return [{"event_id": eid, "point": p.point.id, "waiting_s": round(now - p.since, 1),
+                     "delivered": p.delivered, "escalated": p.escalated}
+                    for eid, p in self._pending.items()]
+
+    # -- watching ------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            now = time.monotonic()
+            connected = self._connected()
+            if connected:
+                self._down_since = None
+            elif self._down_since is None:
+                self._down_since = now
+            due: list[tuple[_Pending, str]] = []
+            with self._lock:
+                for p in self._pending.values():
+                    if p.escalated:
+                        continue
+                    reason = None
+                    if now - p.since >= self.settings.ack_timeout_s:
+                        reason = "no_ack"
+                    elif (not p.delivered and self._down_since is not None
+                          and now - max(self._down_since, p.since)
+                          >= self.settings.uplink_down_s):
+                        reason = "uplink_down"
+                    if reason is not None:
+                        p.escalated = True
+                        due.append((p, reason))
+                # Forget escalated alarms after a day: nobody will ack them any more.
+                for eid in [e for e, p in self._pending.items()
+                            if p.escalated and now - p.since > 86400]:
+                    del self._pending[eid]
+            for item in due:
+                self._work.put(item)
+
+    # -- acting (worker thread) ------------------------------------------------
+
+    def _record(self, p: _Pending, step: str, reason: str, **detail: Any) -> None:
+        self.engine.door_escalation(p.point, step, {"for_event": p.committed.event_id,
+                                                    "for_seq": p.committed.seq,
+                                                    "reason": reason, **detail})
+
+    def _do_work(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            p, reason = item
+            try:
+                self._escalate(p, reason)
+            except Exception:
+                log.exception("escalation of event %s failed", p.committed.event_id)
+
+    def _escalate(self, p: _Pending, reason: str) -> None:
+        self.escalated_total += 1
+        why = (f"no acknowledgement from the platform within {self.settings.ack_timeout_s:.0f} s"
+               if reason == "no_ack" else
+               f"uplink down for {self.settings.uplink_down_s:.0f} s with the alarm waiting")
+        log.critical("ESCALATING alarm seq %d of %s (%s): %s", p.committed.seq, p.point.id,
+                     p.point.name, why)
+        s = self.settings
+        if s.sounder is not None and self._set_output is not None:
+            try:
+                self._set_output(s.sounder, True, s.sounder_s)
+                self._record(p, "sounder_on", reason, output=s.sounder)
+            except Exception as exc:
+                log.error("escalation: could not switch on sounder %s: %s", s.sounder, exc)
+                self._record(p, "sounder_failed", reason, output=s.sounder, error=str(exc))
+        if not s.sms_to or self._send_sms is None:
+            return
+        text = self.sms_text(p, reason)
+        for number in s.sms_to:
+            try:
+                self._send_sms(number, text)
+            except Exception as exc:
+                log.error("escalation: SMS to %s failed: %s", _mask(number), exc)
+                self._record(p, "sms_failed", reason, to=_mask(number), error=str(exc))
+                self._modem_fault(True, str(exc))
+            else:
+                self._record(p, "sms_sent", reason, to=_mask(number))
+                self._modem_fault(False, "")
+
+    def _modem_fault(self, active: bool, reason: str) -> None:
+        if active == self.modem_faulty:
+            return
+        self.modem_faulty = active
+        self.engine.door(FaultChange(
+            "modem", "SMS modem", f"modem:{self.settings.modem_port or '-'}", active,
+            (f"cannot send SMS: {reason}" if active else ""), mono_ns()))
+
+    def sms_text(self, p: _Pending, reason: str) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(p.committed.occurred_wall_ns / 1e9))
+        cause = "平台未确认接警" if reason == "no_ack" else "报警网关与平台断开"
+        where = f"（{p.point.location}）" if p.point.location else ""
+        return (f"【一键报警】{p.point.name}{where} {when} 报警，{cause}，请立即处置。"
+                f" ALARM {p.point.id} at {self.site}/{self.gateway} {when}, seq"
+                f" {p.committed.seq}: {'no police ack' if reason == 'no_ack' else 'uplink down'}.")
+
+
+def _mask(number: str) -> str:
+    """Phone numbers are personal data: logs and events keep the last four digits."""
+    return ("*" * max(0, len(number) - 4)) + number[-4:]

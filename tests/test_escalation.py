@@ -1,0 +1,110 @@
+"""Escalation: an alarm nobody acknowledges sends an SMS (and sounds the sounder) by itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gw import InProcessGateway, write_config
+
+from hw_sim.broker import Mosquitto
+from hw_sim.modem import SimModem
+from hw_sim.platform import PlatformConsole
+
+KEY = bytes(range(32))
+DUTY = "+8613800138000"
+
+
+@pytest.fixture
+def modem(tmp_path: Path) -> Iterator[SimModem]:
+    with SimModem(tmp_path / "modem") as m:
+        yield m
+
+
+def config(tmp_path: Path, broker_port: int, modem_port: str, **esc: Any) -> Path:
+    (tmp_path / "k").write_text(KEY.hex())
+    cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0)
+    settings = {"ack_timeout_s": 1.0, "uplink_down_s": 1.0, **esc}
+    lines = ["", "[commands]", f'key_file = "{tmp_path / "k"}"', "", "[escalation]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines += [f'sms_to = ["{DUTY}"]', "", "[escalation.modem]", f'port = "{modem_port}"',
+              "sms_timeout_s = 5"]
+    with cfg.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    return cfg
+
+
+def escalations(c: PlatformConsole) -> list[dict[str, Any]]:
+    return [e for e in c.events_of("escalation")]
+
+
+def test_no_ack_sends_an_sms_with_the_point_name_and_records_it(
+        tmp_path: Path, broker: Mosquitto, console: PlatformConsole, modem: SimModem) -> None:
+    with InProcessGateway(config(tmp_path, broker.port, modem.port)) as gw:
+        assert gw.panel is not None
+        gw.panel.press("gate-panic")
+        (sms,) = modem.wait_for_messages(1, timeout=15)
+        assert console.wait_for(lambda c: len(escalations(c)) == 1, 10)
+    assert sms.number == DUTY
+    assert "南门门卫室一键报警" in sms.text and "平台未确认接警" in sms.text
+    alarm = console.events_of("alarm")[0]
+    step = escalations(console)[0]
+    assert step["detail"]["step"] == "sms_sent"
+    assert step["detail"]["reason"] == "no_ack"
+    assert step["detail"]["for_event"] == alarm["id"]
+    assert step["detail"]["to"].endswith("8000") and DUTY not in json.dumps(step)
+    assert step["point"]["id"] == "gate-panic"
+
+
+def test_an_ack_in_time_stops_the_escalation(
+        tmp_path: Path, broker: Mosquitto, modem: SimModem) -> None:
+    with PlatformConsole(broker.host, broker.port, persistent=False, command_key=KEY,
+                         auto_ack_s=0.0) as console, \
+            InProcessGateway(config(tmp_path, broker.port, modem.port,
+                                    ack_timeout_s=3.0)) as gw:
+        assert console.wait_for(lambda c: bool(c.status), 10)
+        assert gw.panel is not None
+        gw.panel.press("gate-panic")
+        assert console.wait_for(lambda c: any(r.get("op") == "ack" and r.get("ok")
+                                              for r in c.results.values()), 10)
+        esc = gw.service.escalation
+        assert esc is not None
+        assert esc.pending() == []
+        # Then a drill, which is not an alarm: never escalated either.
+        gw.service.handle_control({"cmd": "test-alarm", "point": "gate-panic", "drill": True})
+        assert console.wait_for(lambda c: len(c.events_of("drill")) == 1, 10)
+    assert modem.messages == []
+    assert escalations(console) == []
+
+
+def test_uplink_down_while_an_alarm_waits_escalates(
+        tmp_path: Path, broker: Mosquitto, modem: SimModem) -> None:
+    with InProcessGateway(config(tmp_path, broker.port, modem.port, ack_timeout_s=600.0)) as gw:
+        assert gw.panel is not None and gw.service.uplink is not None
+        assert gw.service.uplink.wait_for_drained(10)
+        broker.kill()
+        gw.panel.press("gate-panic")
+        (sms,) = modem.wait_for_messages(1, timeout=15)
+        assert "报警网关与平台断开" in sms.text
+        assert gw.service.escalation is not None
+        (pending,) = gw.service.escalation.pending()
+        assert pending["escalated"] and not pending["delivered"]
+
+
+def test_a_failing_modem_is_a_fault_not_a_crash(
+        tmp_path: Path, broker: Mosquitto, console: PlatformConsole, modem: SimModem) -> None:
+    modem.set_fault("silent")
+    with InProcessGateway(config(tmp_path, broker.port, modem.port)) as gw:
+        assert gw.panel is not None
+        gw.panel.press("gate-panic")
+        assert console.wait_for(lambda c: len(c.events_of("fault")) == 1, 30)
+        assert console.wait_for(lambda c: len(escalations(c)) == 1, 10)
+        status = gw.service.status()
+    step = escalations(console)[0]
+    assert step["detail"]["step"] == "sms_failed"
+    fault = console.events_of("fault")[0]
+    assert fault["point"]["id"] == "modem" and "SMS" in fault["detail"]["reason"]
+    assert [f["device"] for f in status["faults"]] == ["modem"]
