@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = REPO_ROOT / "examples" / "sim.toml"
 
 _PORT_LINE = re.compile(r"^port\s*=\s*\d+\s*$", re.MULTILINE)
+_RELATIVE_FILE = re.compile(r'^\w+_file\s*=\s*"([^"/]+)"', re.MULTILINE)
 
 
 def prepare_config(template: Path, workdir: Path, broker_port: int) -> Path:
@@ -39,6 +40,11 @@ def prepare_config(template: Path, workdir: Path, broker_port: int) -> Path:
                           " to point at its private broker")
     path = workdir / "demo.toml"
     path.write_text(text, encoding="utf-8")
+    # Files the config names by relative path travel with it.
+    for name in _RELATIVE_FILE.findall(text):
+        src = template.parent / name
+        if src.is_file():
+            shutil.copy2(src, workdir / name)
     return path
 
 
@@ -90,10 +96,14 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
               f" {workdir / 'broker'})", flush=True)
         cfg_path = prepare_config(template, workdir, broker.port)
         cfg = load_config(cfg_path)
+        key = cfg.commands.key if cfg.commands is not None else None
         console = PlatformConsole(broker.host, broker.port, out=sys.stdout,
-                                  jsonl=workdir / "platform.jsonl")
+                                  jsonl=workdir / "platform.jsonl", command_key=key,
+                                  auto_ack_s=2.0 if key else None, operator="值班民警")
         console.start()
-        print("demo: platform console subscribed to alarmgw/v1/+/+/#", flush=True)
+        print("demo: platform console subscribed to alarmgw/v1/+/+/#"
+              + ("; it acknowledges each alarm 2 s after it arrives (接警确认)" if key else ""),
+              flush=True)
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "-c", str(cfg_path), "run"])
         wait_until_serving(cfg, proc, timeout=20.0)
         gw = f"{cfg.gateway.site}/{cfg.gateway.id}"
@@ -107,6 +117,9 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         if not console.wait_for(lambda c: bool(c.events_of("alarm", panic.id)), 10.0):
             print("demo: FAILED: the alarm did not reach the platform in 10 s", file=sys.stderr)
             return 1
+        if key is not None:
+            console.wait_for(lambda c: any(r.get("op") == "ack" for r in c.results.values()),
+                             10.0)
         print(f"demo: releasing {panic.id}", flush=True)
         request(sock, {"cmd": "sim", "action": "release", "input": panic.id})
         console.wait_for(lambda c: bool(c.events_of("restore", panic.id)), 10.0)
@@ -117,6 +130,7 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
               f"    {me} sim release office-panic\n"
               f"    {me} test-alarm --drill gate-panic\n"
               f"    {me} queue\n"
+              f"    {me} drills\n"
               + (f"demo: stopping in {duration:.0f} s" if duration is not None
                  else "demo: Ctrl-C to stop"), flush=True)
         deadline = None if duration is None else time.monotonic() + duration

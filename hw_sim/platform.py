@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -342,6 +343,12 @@ def _format_event(doc: dict[str, Any], arrived_wall: float) -> str:
             f" ({doc.get('source')}){startup}  {latency}{clock}")
 
 
+def _read_key(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    return bytes.fromhex(path.read_text(encoding="ascii").strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hw_sim.platform", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,22 +359,75 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ca", type=Path, help="CA file: connect with TLS")
     ap.add_argument("--cert", type=Path)
     ap.add_argument("--key", type=Path)
+    ap.add_argument("--command-key", type=Path, metavar="FILE",
+                    help="the gateways' command key (hex), to sign commands and acks")
+    ap.add_argument("--auto-ack", type=float, metavar="SECONDS",
+                    help="acknowledge every alarm and drill this many seconds after it arrives")
+    ap.add_argument("--operator", default="console", help="operator name in acks")
+    sub = ap.add_subparsers(dest="action")
+    send = sub.add_parser("send", help="send one command to a gateway and print its result")
+    send.add_argument("site")
+    send.add_argument("gateway")
+    send.add_argument("op", choices=("ping", "ack", "drill", "snapshot", "output"))
+    send.add_argument("args", nargs="*", metavar="NAME=VALUE",
+                      help="arguments, e.g. event_id=... point=gate-panic on=true")
+    send.add_argument("--unsigned", action="store_true", help="do not sign (to see a refusal)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    key = _read_key(args.command_key)
+    if args.action == "send":
+        return _send(args, key)
     console = PlatformConsole(args.host, args.port, share_group=args.share, jsonl=args.jsonl,
                               out=sys.stdout, tls_ca=args.ca, tls_cert=args.cert,
-                              tls_key=args.key)
+                              tls_key=args.key, command_key=key, auto_ack_s=args.auto_ack,
+                              operator=args.operator)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     console.start()
-    print(f"platform console: subscribed to {TOPIC_ROOT}/# on {args.host}:{args.port}",
-          flush=True)
+    print(f"platform console: subscribed to {TOPIC_ROOT}/# on {args.host}:{args.port}"
+          + (f"; acknowledging alarms after {args.auto_ack} s" if args.auto_ack is not None
+             else ""), flush=True)
     done.wait()
     console.stop()
     print(f"platform console: {len(console.events)} events, {console.duplicates} duplicates"
           f" dropped, open seq gaps: {console.gaps() or 'none'}")
     return 0
+
+
+def _send(args: argparse.Namespace, key: bytes | None) -> int:
+    cmd_args: dict[str, Any] = {}
+    for item in args.args:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"argument {item!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        parsed: Any = value
+        if value in ("true", "false"):
+            parsed = value == "true"
+        else:
+            try:
+                parsed = float(value) if "." in value else int(value)
+            except ValueError:
+                parsed = value
+        cmd_args[name] = parsed
+    if args.op == "ack":
+        cmd_args.setdefault("operator", args.operator)
+    console = PlatformConsole(args.host, args.port, client_id=f"platform-send-{os.getpid()}",
+                              persistent=False, tls_ca=args.ca, tls_cert=args.cert,
+                              tls_key=args.key, command_key=key)
+    console.start()
+    try:
+        cid = console.send_command(args.site, args.gateway, args.op, cmd_args,
+                                   sign_it=not args.unsigned)
+        if not console.wait_for(lambda c: cid in c.results, 15.0):
+            print(f"no result for {cid} within 15 s: is the gateway online and subscribed?",
+                  file=sys.stderr)
+            return 1
+        print(json.dumps(console.results[cid], ensure_ascii=False, indent=2))
+        return 0 if console.results[cid].get("ok") else 1
+    finally:
+        console.stop()
 
 
 if __name__ == "__main__":
