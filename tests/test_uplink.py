@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from fakebroker import FakeBroker, Publish
 from gw import InProcessGateway, write_config
 
@@ -139,3 +140,16 @@ def test_new_alarm_overtakes_a_backlog(tmp_path: Path,
     # The panic alarm, committed after everything else, overtook every lower-lane row:
     # only alarm-lane rows committed before it (the tamper alarms) went first.
     assert kinds == ["tamper"] * 100 + ["alarm"] + ["tamper_cleared"] * 100 + ["snapshot"] * 300
+
+
+def test_a_half_open_link_is_noticed_without_any_message_in_flight(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The broker accepts, then never says another word (not even PINGRESP): a
+    # half-open link. Nothing is published, so only the silence can tell.
+    with FakeBroker(lambda p: 0, answer_pings=False) as fb, \
+            InProcessGateway(fast_config(tmp_path, fb.port)) as gw:
+        assert fb.wait_for(lambda f: f.connections >= 2, 15)
+        assert gw.service.outbox.stats().waiting == 0
+    silences = [r.getMessage() for r in caplog.records if "silent for" in r.getMessage()]
+    # Noticed by the gateway's own 1.5 x keepalive check, not paho's 2 x keepalive.
+    assert silences and "keepalive 2 s" in silences[0]

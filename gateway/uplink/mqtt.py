@@ -266,7 +266,7 @@ class Uplink:
                 self._set(last_error=msg)
                 log.warning("uplink: %s", msg)
                 return
-            timeout = 1.0
+            timeout = min(1.0, self.settings.keepalive_s / 4)
             if self._connected:
                 if self._health_doc is not None:
                     timeout = min(timeout, max(0.0, next_health - now))
@@ -311,24 +311,26 @@ class Uplink:
             pass
 
     def _check_silence(self) -> None:
-        """Declare the link dead when PUBACKs are overdue.
+        """Declare the link dead when the broker has gone quiet or sits on a PUBACK.
 
         paho's keepalive alone takes up to two keepalive periods to notice a
-        black-holed link; an alarm waiting for its PUBACK should not wait that
-        long. So: a PUBACK pending while the broker has said nothing for 1.5 x
-        keepalive means the link is dead. A broker that answers pings but sits on
-        a PUBACK for a minute is stuck: reconnecting makes it (or its
-        replacement in a cluster) take the message again.
+        black-holed (half-open) link. paho sends PINGREQ once nothing has been
+        received for a keepalive period, and a live broker answers at once; so
+        nothing at all received for 1.5 x keepalive means the link is dead. A
+        broker that answers pings but sits on a PUBACK for a minute is stuck:
+        reconnecting makes it (or its replacement in a cluster) take the message
+        again.
         """
-        if not self._inflight:
-            return
         keepalive = self.settings.keepalive_s
         now = time.monotonic()
-        oldest = now - min(f.sent_mono for f in self._inflight.values())
         silent = now - self._last_rx
-        if oldest > max(1.5 * keepalive, 3.0) and silent > max(1.5 * keepalive, 3.0):
-            reason = f"silent for {silent:.0f} s"
-        elif oldest > max(6.0 * keepalive, 60.0):
+        # loop_misc runs at least every keepalive/4, so the ping goes out within
+        # that of the keepalive; allow its answer the rest of the half period.
+        if silent > max(1.5 * keepalive, keepalive + 1.0):
+            reason = f"silent for {silent:.1f} s (keepalive {keepalive} s)"
+        elif self._inflight and now - min(f.sent_mono for f in self._inflight.values()) \
+                > max(6.0 * keepalive, 60.0):
+            oldest = now - min(f.sent_mono for f in self._inflight.values())
             reason = f"has not acknowledged a message for {oldest:.0f} s"
         else:
             return
