@@ -4,6 +4,7 @@ Start order keeps the promises: the outbox opens first (putting rows left in
 flight back to READY), then the engine, then the uplink (so a latched alarm
 found at start is published at once), then the drivers (whose initial
 readings go through the engine like any change), and the control socket last.
+Only then is systemd told READY=1 (gateway/systemd_link.py).
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ from typing import Any
 
 from gateway import __version__
 from gateway.clock import Clock, mono_ns, utc_iso
+from gateway.clockwatch import ClockWatch
 from gateway.config import Config
 from gateway.control import SOCKET_NAME, ControlServer
+from gateway.diagnostics import running_extras
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
 from gateway.events import PROTOCOL_VERSION, Point
+from gateway.inputwatch import InputFeed
 from gateway.store import Outbox
+from gateway.systemd_link import SystemdLink
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
 
@@ -67,6 +72,10 @@ class Service:
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
         self.sim: Any | None = sim
+        self.systemd: SystemdLink | None = None
+        self.clockwatch: ClockWatch | None = None
+        self.input_feed = InputFeed()
+        """Live input changes and glitches for `alarmgw inputs --watch`."""
         self._own_factory = pin_factory is None
         self._stopped = threading.Event()
         self._listeners: list[Callable[[Committed], None]] = []
@@ -78,6 +87,7 @@ class Service:
             "queue": self._control_queue,
             "test-alarm": self._control_test_alarm,
             "sim": self._control_sim,
+            "input-watch": self._control_input_watch,
         }
         """Control socket commands by name; features add theirs."""
 
@@ -105,6 +115,7 @@ class Service:
         self.engine = Engine(cfg.gateway.site, cfg.gateway.id, self.points(),
                              outbox=self.outbox, clock=self.clock,
                              on_committed=self._committed)
+        self.engine.observers.append(self.input_feed.record)
         self.engine.start()
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s)
@@ -115,10 +126,16 @@ class Service:
             from hw_sim.gpio import SimPanel
 
             self.sim = SimPanel(self.pin_factory, cfg.inputs)
-        self.gpio = GpioInputs(cfg.inputs, self.pin_factory, self.engine.door)
+        self.gpio = GpioInputs(cfg.inputs, self.pin_factory, self.engine.door,
+                               on_glitch=self.input_feed.record_glitch)
         self.gpio.start()
+        self.clockwatch = ClockWatch(self.clock, self.engine.door,
+                                     fault_after_s=cfg.clock.unsynced_fault_s)
+        self.clockwatch.start()
         self.control = ControlServer(socket_path(cfg), self.handle_control)
         self.control.start()
+        self.systemd = SystemdLink(self)
+        self.systemd.start()
         log.info("alarmgw %s started: site %s gateway %s, %d inputs, broker %s:%d%s", __version__,
                  cfg.gateway.site, cfg.gateway.id, len(cfg.inputs), cfg.broker.host,
                  cfg.broker.port, "" if cfg.broker.tls else " (PLAINTEXT, loopback only)")
@@ -141,12 +158,19 @@ class Service:
 
     def stop(self) -> None:
         """Stop in reverse order; the engine finishes committing what was handed in."""
+        if self.systemd is not None:
+            self.systemd.stop()
+            self.systemd = None
+        self.input_feed.close()
         if self.control is not None:
             self.control.stop()
             self.control = None
         if self.gpio is not None:
             self.gpio.stop()
             self.gpio = None
+        if self.clockwatch is not None:
+            self.clockwatch.stop()
+            self.clockwatch = None
         if self.engine is not None:
             self.engine.stop()
         if self.uplink is not None:
@@ -225,7 +249,7 @@ class Service:
         for p in points:
             p["wire"] = gpio_status.get(p["id"])
         stats = self.outbox.stats()
-        return {
+        return running_extras(self, {
             "running": True,
             "pid": os.getpid(),
             "version": __version__,
@@ -245,7 +269,7 @@ class Service:
                      "free_bytes": _disk_free(self.config.gateway.state_dir)},
             "inputs": points,
             "simulator": self.sim is not None,
-        }
+        })
 
     def handle_control(self, req: dict[str, Any]) -> Any:
         cmd = req["cmd"]
@@ -268,6 +292,14 @@ class Service:
             lambda: engine.raise_test(point, drill, "alarmgw test-alarm")).result(10.0)
         return {"seq": committed.seq, "id": committed.event_id, "type": committed.type,
                 "point": committed.point_id}
+
+    def _control_input_watch(self, req: dict[str, Any]) -> Any:
+        after = req.get("after")
+        if after is None:
+            # The first call: the current state of every input, and where the feed is.
+            return {"cursor": self.input_feed.cursor, "inputs": self.status()["inputs"],
+                    "entries": [], "missed": 0, "closed": False, "reset": False}
+        return self.input_feed.read(int(after), float(req.get("wait_s", 5.0)))
 
     def _control_sim(self, req: dict[str, Any]) -> Any:
         if self.sim is None:
