@@ -76,19 +76,22 @@ def _board() -> str | None:
 def disk_info(state_dir: Path, store: Path | None = None) -> dict[str, Any]:
     free: int | None = None
     total: int | None = None
+    where = state_dir
+    while not where.exists() and where.parent != where:
+        where = where.parent  # not created yet: the filesystem it will be on
     try:
-        usage = shutil.disk_usage(state_dir)
+        usage = shutil.disk_usage(where)
         free, total = usage.free, usage.total
     except OSError:
         pass
     store_bytes: int | None = None
     if store is not None:
-        store_bytes = 0
         for suffix in ("", "-wal", "-shm"):
             try:
-                store_bytes += (store.parent / (store.name + suffix)).stat().st_size
+                size = (store.parent / (store.name + suffix)).stat().st_size
             except OSError:
-                pass
+                continue
+            store_bytes = (store_bytes or 0) + size
     return {"path": str(state_dir), "free_bytes": free, "total_bytes": total,
             "store_bytes": store_bytes}
 
