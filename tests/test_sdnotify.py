@@ -94,7 +94,7 @@ def test_heartbeat_pings_only_while_the_probe_passes(notify_socket: NotifySocket
     alive = threading.Event()
     alive.set()
     n = Notifier(notify_socket.address, watchdog_usec=WATCHDOG_USEC)
-    hb = Heartbeat(n, probe=lambda t: alive.wait(t), status=lambda: "fine")
+    hb = Heartbeat(n, probe=alive.wait, status=lambda: "fine")
     hb.start()
     try:
         assert hb.wait_for(lambda h: h.pings >= 2, WAIT)
