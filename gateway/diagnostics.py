@@ -258,8 +258,9 @@ def _queue_lines(q: dict[str, Any] | None, store_error: str | None,
     if oldest is None:
         lines.append("oldest:  nothing waits for the platform")
     else:
-        lines.append(f"oldest:  {oldest['lane']} event {oldest.get('event_id') or '-'} waiting"
-                     f" since {oldest['created_at']} ({fmt_age(oldest.get('age_s'))})")
+        what = oldest.get("event_id") or "a message"
+        lines.append(f"oldest:  {what} in the {oldest['lane']} lane, waiting since"
+                     f" {oldest['created_at']} ({fmt_age(oldest.get('age_s'))})")
     return lines
 
 
@@ -307,7 +308,7 @@ def render_status(st: dict[str, Any]) -> list[str]:
     else:
         lines.append("faults:  none")
     sd = st.get("systemd")
-    if sd is None:
+    if sd is None or not sd.get("notify_socket"):
         lines.append("systemd: not started by systemd (no NOTIFY_SOCKET)")
     else:
         wd = f"watchdog every {sd['watchdog_s'] / 2:.0f} s ({sd['pings']} pings" \
