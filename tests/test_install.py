@@ -87,6 +87,9 @@ def test_unit_says_what_the_service_needs() -> None:
     assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert s["CapabilityBoundingSet"] == [""]
     assert "@system-service" in s["SystemCallFilter"]
+    # lgpio's pipes go to the runtime directory (tmpfs), not the read-only root.
+    assert "LG_WD=/run/alarmgw" in s["Environment"]
+    assert s["WorkingDirectory"] == ["/run/alarmgw"]
     # A config error (exit 2) is not retried every few seconds into the journal.
     assert s["RestartPreventExitStatus"] == ["2"]
 
