@@ -3,9 +3,11 @@
 - READY=1 is sent once, at the end of the service's start: the store is
   open, the engine runs, the uplink thread is trying to connect, the drivers
   report and the control socket answers.
-- WATCHDOG=1 is sent only after a round trip through the engine thread (a
-  no-op call queued behind whatever it is doing) comes back in time: a stuck
-  engine stops the pings and systemd restarts the service.
+- WATCHDOG=1 is sent only while the engine thread makes progress: a round
+  trip through it (a no-op call queued behind whatever it is doing) came back
+  in time, or, when it is busy with a backlog (a burst of events, each an
+  fsync), its count of handled messages moved since the last look. A stuck
+  engine does neither: the pings stop and systemd restarts the service.
 - STATUS= says the uplink's state and how many messages wait, e.g.
   "uplink connected, 0 waiting" or "uplink DOWN (broker ... refused the
   connection), 12 waiting (3 alarms)"; it is rebuilt when an event is
@@ -36,6 +38,7 @@ class SystemdLink:
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.heartbeat = Heartbeat(self.notifier, probe=self.probe, status=self.status_text)
         self._pending: Future[Any] | None = None
+        self._last_loops = -1
         self._started = False
 
     def start(self) -> None:
@@ -49,6 +52,8 @@ class SystemdLink:
         if uplink is not None:
             uplink.add_watcher(self.heartbeat.poke)
         self.service.add_listener(lambda committed: self.heartbeat.poke())
+        if self.service.engine is not None:
+            self._last_loops = self.service.engine.loops
         self.heartbeat.start()
         self._started = True
         log.info("systemd: READY=1 sent to %s; watchdog %s", self.notifier.socket_name,
@@ -63,7 +68,8 @@ class SystemdLink:
         self.notifier.close()
 
     def probe(self, timeout_s: float) -> bool:
-        """True when the engine thread ran a queued no-op within `timeout_s` seconds.
+        """True when the engine thread ran a queued no-op within `timeout_s` seconds, or
+        handled other messages since the last probe (busy, but not stuck).
 
         A probe that timed out is waited for again rather than queued anew, so a
         stuck engine does not collect one probe per period.
@@ -78,8 +84,12 @@ class SystemdLink:
         try:
             fut.result(timeout_s)
         except TimeoutError:
-            return False
+            loops = engine.loops
+            moved = loops != self._last_loops
+            self._last_loops = loops
+            return moved
         self._pending = None
+        self._last_loops = engine.loops
         return True
 
     def status_text(self) -> str:

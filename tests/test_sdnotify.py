@@ -13,6 +13,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,6 +168,28 @@ def test_service_ready_status_and_watchdog(tmp_path: Path, broker: Mosquitto,
         gw.stop()
     stopping = notify_socket.wait_for(lambda m: "STOPPING" in m, WAIT)
     assert stopping is not None and stopping["STOPPING"] == "1"
+
+
+def test_a_busy_engine_is_not_a_stuck_engine(tmp_path: Path, broker: Mosquitto,
+                                             notify_socket: NotifySocket,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog longer than the probe's timeout (a burst of events, each an fsync) still
+    feeds the watchdog, because the engine keeps handling messages."""
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
+    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
+    config = write_config(tmp_path / "gw", broker_port=broker.port)
+    with InProcessGateway(config) as gw:
+        link, engine = gw.service.systemd, gw.service.engine
+        assert link is not None and engine is not None
+        hb = link.heartbeat
+        assert hb.wait_for(lambda h: h.pings >= 1, WAIT)
+        # 40 messages of 20 ms each: 0.8 s of backlog, 16 probe periods, each probe
+        # (timeout 50 ms) queued behind it.
+        work = [engine.call(lambda: time.sleep(0.02)) for _ in range(40)]
+        p0, w0 = hb.pings, hb.withheld
+        work[-1].result(WAIT)
+        assert hb.pings >= p0 + 5, (hb.pings, p0)
+        assert hb.withheld == w0, "a busy engine was taken for a stuck one"
 
 
 def test_service_without_notify_socket_sends_nothing(tmp_path: Path, broker: Mosquitto,
