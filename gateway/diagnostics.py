@@ -128,7 +128,7 @@ def clock_info(clock: Clock, config: Config) -> dict[str, Any]:
 def running_extras(service: Service, doc: dict[str, Any]) -> dict[str, Any]:
     """Add to the running service's status document what the technician's screen shows
     beyond the core keys (which stay as they are for scripts that read them)."""
-    from gateway.service import store_path
+    from gateway.service import socket_path, store_path
 
     cfg = service.config
     doc["versions"] = versions()
@@ -139,7 +139,7 @@ def running_extras(service: Service, doc: dict[str, Any]) -> dict[str, Any]:
         doc["clock"]["unsynced_for_s"] = service.clockwatch.unsynced_for_s()
     doc["disk"] = disk_info(cfg.gateway.state_dir, store_path(cfg))
     doc["systemd"] = service.systemd.state() if service.systemd is not None else None
-    doc["control_socket"] = str(cfg.gateway.runtime_dir / "control.sock")
+    doc["control_socket"] = str(socket_path(cfg))
     return doc
 
 

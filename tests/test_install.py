@@ -231,6 +231,9 @@ def test_install_lays_everything_down(root: Root, tmp_path: Path) -> None:
     cfg_text = (venv / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg_text
     assert os.readlink(root / "usr/local/bin/alarmgw") == "/opt/alarmgw/venv/bin/alarmgw"
+    # The unit's Documentation= points at the technician's guide.
+    assert (root / "opt/alarmgw/doc/operations.md").read_text() == \
+        (REPO / "docs/operations.md").read_text()
 
     # The config: the example, 0640, root:alarmgw.
     config = root / "etc/alarmgw/config.toml"
