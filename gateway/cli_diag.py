@@ -124,8 +124,7 @@ def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | N
                 msg = f"the service stopped while watching: {exc}"
                 if as_json:
                     _print_json({"running": False, "error": msg}, None)
-                else:
-                    print(msg, file=sys.stderr)
+                print(msg, file=sys.stderr)
                 return EXIT_NOT_RUNNING
             if res.get("reset"):
                 print("the service restarted; following its new feed", file=sys.stderr)
@@ -142,7 +141,9 @@ def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | N
                     break
             cursor = int(res["cursor"])
             if res.get("closed"):
-                msg = "the service is stopping"
+                msg = "the service stopped while watching (it is shutting down)"
+                if as_json:
+                    _print_json({"running": False, "error": msg}, None)
                 print(msg, file=sys.stderr)
                 return EXIT_NOT_RUNNING
     except KeyboardInterrupt:

@@ -291,7 +291,8 @@ def test_inputs_watch_ends_when_the_service_stops(tmp_path: Path, broker: Mosqui
         gw.stop()
     out, err = finish(proc)
     assert proc.returncode == 3, (out, err)
-    assert "stopping" in err or "stopped" in err
+    assert "the service stopped while watching" in err
+    assert json.loads(out.splitlines()[-1])["running"] is False
 
 
 # -- selftest --------------------------------------------------------------------------------

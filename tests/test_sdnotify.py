@@ -162,7 +162,7 @@ def test_service_ready_status_and_watchdog(tmp_path: Path, broker: Mosquitto,
         # Unstuck: the pings come back.
         blocker.set()
         assert notify_socket.wait_for(lambda m: m.get("WATCHDOG") == "1", WAIT)
-        assert hb.pings > p1
+        assert hb.wait_for(lambda h: h.pings > p1, WAIT)
     finally:
         blocker.set()
         gw.stop()
@@ -176,19 +176,19 @@ def test_a_busy_engine_is_not_a_stuck_engine(tmp_path: Path, broker: Mosquitto,
     """A backlog longer than the probe's timeout (a burst of events, each an fsync) still
     feeds the watchdog, because the engine keeps handling messages."""
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
-    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # a ping every 0.5 s, probes wait 0.25 s
     config = write_config(tmp_path / "gw", broker_port=broker.port)
     with InProcessGateway(config) as gw:
         link, engine = gw.service.systemd, gw.service.engine
         assert link is not None and engine is not None
         hb = link.heartbeat
         assert hb.wait_for(lambda h: h.pings >= 1, WAIT)
-        # 40 messages of 20 ms each: 0.8 s of backlog, 16 probe periods, each probe
-        # (timeout 50 ms) queued behind it.
-        work = [engine.call(lambda: time.sleep(0.02)) for _ in range(40)]
+        # 30 messages of 0.1 s each: 3 s of backlog, six probe periods, each probe
+        # queued behind far more than its 0.25 s.
+        work = [engine.call(lambda: time.sleep(0.1)) for _ in range(30)]
         p0, w0 = hb.pings, hb.withheld
         work[-1].result(WAIT)
-        assert hb.pings >= p0 + 5, (hb.pings, p0)
+        assert hb.pings >= p0 + 3, (hb.pings, p0)
         assert hb.withheld == w0, "a busy engine was taken for a stuck one"
 
 
