@@ -19,6 +19,7 @@ from gateway import __version__
 from gateway.config import DEFAULT_PATH, Config, load_config, parse_override
 from gateway.control import request
 from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
+from gateway.logsetup import SecretFilter, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,9 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 
 
-def _setup_logging(verbose: bool) -> None:
-    level = logging.DEBUG if verbose else logging.INFO
-    if os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(levelname)s %(name)s: %(message)s"  # journald adds the time
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
-    logging.getLogger("paho").setLevel(logging.WARNING)
+def _setup_logging(verbose: bool) -> SecretFilter:
+    """Journald-friendly stderr logging (see gateway/logsetup.py)."""
+    return setup_logging(verbose)
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -65,8 +61,9 @@ def _control(cfg: Config, req: dict[str, Any], timeout: float = 10.0) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import Service
 
-    _setup_logging(args.verbose)
+    secrets = _setup_logging(args.verbose)
     cfg = _load(args)
+    secrets.add(cfg.broker.password)
     Service(cfg).run_forever()
     return EXIT_OK
 
@@ -104,37 +101,10 @@ def _fmt_lane(name: str, lane: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from gateway import cli_diag
+
     cfg = _load(args)
-    try:
-        st = _control(cfg, {"cmd": "status"})
-    except ServiceNotRunningError as exc:
-        return _not_running(cfg, args, exc)
-    if args.json:
-        _print_json(st)
-        return EXIT_OK
-    up = st["uplink"] or {}
-    print(f"alarmgw {st['version']} {st['site']}/{st['gateway']}: running (pid {st['pid']},"
-          f" up {st['uptime_s']:.0f} s){'  [SIMULATOR]' if st['simulator'] else ''}")
-    if up.get("connected"):
-        peer = up.get("tls_peer") or {}
-        tls = f" {peer.get('version')} peer {peer.get('subject')}" if peer else (
-            " TLS" if up.get("tls") else " PLAINTEXT")
-        print(f"uplink:  CONNECTED to {up['broker']}{tls} since {up['since']};"
-              f" last PUBACK {up.get('last_puback_at') or 'none yet'}")
-    else:
-        print(f"uplink:  DOWN ({up.get('broker')}) since {up.get('since') or 'start'}:"
-              f" {up.get('last_error') or 'connecting'}")
-    q = st["queue"]
-    print("queue:   " + "; ".join(_fmt_lane(n, lane) for n, lane in q["lanes"].items())
-          + f"; next seq {q['next_seq']}")
-    clock = st["clock"]
-    print(f"clock:   {'synced' if clock['synced'] else 'NOT SYNCED (times are uncertain)'}")
-    free = st["disk"]["free_bytes"]
-    print(f"disk:    {free / 1e6:.0f} MB free on {st['disk']['path']}" if free is not None
-          else "disk:    unknown")
-    print("inputs:")
-    _print_inputs(st["inputs"])
-    return EXIT_OK
+    return cli_diag.status(cfg, lambda req: _control(cfg, req), args.json)
 
 
 def _print_inputs(points: list[dict[str, Any]]) -> None:
@@ -149,6 +119,11 @@ def _print_inputs(points: list[dict[str, Any]]) -> None:
 
 def cmd_inputs(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    if args.watch:
+        from gateway import cli_diag
+
+        return cli_diag.watch_inputs(lambda req: _control(cfg, req), args.json, args.count,
+                                     args.duration)
     try:
         st = _control(cfg, {"cmd": "status"})
     except ServiceNotRunningError as exc:
@@ -238,6 +213,19 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from gateway import cli_diag
+
+    return cli_diag.selftest(lambda: _load(args),
+                             lambda cfg: lambda req: _control(cfg, req), args.json)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from gateway import cli_diag
+
+    return cli_diag.logs(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -277,8 +265,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check-config", cmd_check_config, "validate a config file and print a summary",
             json_flag=True)
     p.add_argument("file", nargs="?", help="config file (default: --config)")
-    add("status", cmd_status, "one screen: uplink, queue, clock, disk, inputs", json_flag=True)
-    add("inputs", cmd_inputs, "every input and its state", json_flag=True)
+    add("status", cmd_status, "one screen: uplink, queue, clock, disk, faults, inputs,"
+        " versions (exit 0 healthy, 1 needs attention, 3 not running)", json_flag=True)
+    p = add("inputs", cmd_inputs, "every input and its state", json_flag=True)
+    p.add_argument("--watch", action="store_true",
+                   help="follow changes and debounce glitches live as buttons are pressed")
+    p.add_argument("--count", type=int, default=None,
+                   help="with --watch: stop after this many changes")
+    p.add_argument("--duration", type=float, default=None,
+                   help="with --watch: stop after this many seconds")
+    add("selftest", cmd_selftest, "check config, store, broker (TLS + login), uplink, inputs,"
+        " faults and clock: PASS or FAIL each (exit 1 on any FAIL)", json_flag=True)
+    p = add("logs", cmd_logs, "the service's recent log (journalctl), warnings and worse"
+            " unless --all", json_flag=True)
+    from gateway.cli_diag import add_logs_arguments
+
+    add_logs_arguments(p)
     p = add("queue", cmd_queue, "what waits for the uplink", json_flag=True)
     p.add_argument("--limit", type=int, default=50, help="rows to list (default 50)")
     p = add("test-alarm", cmd_test_alarm, "send a test (or drill) event end to end")

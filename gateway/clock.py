@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import logging
 import time
 import uuid
@@ -71,17 +72,40 @@ def _load_adjtimex() -> ctypes._NamedFuncPointer | None:
 
 
 _adjtimex = _load_adjtimex()
+_adjtimex_blocked = False
+
+# systemd-timesyncd (Raspberry Pi OS's NTP client) touches this file once it has
+# synchronised the clock in this boot; /run is emptied at every boot.
+TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 
 
 def kernel_clock_synced() -> bool | None:
     """Whether the kernel reports its clock synchronised; None if it cannot tell."""
-    if _adjtimex is None:
-        return None
-    tx = _Timex()
-    state: int = _adjtimex(ctypes.byref(tx))
-    if state < 0:
-        return None
-    return state != _TIME_ERROR
+    return clock_sync_state()[0]
+
+
+def clock_sync_state() -> tuple[bool | None, str]:
+    """(synced, how it was told): the kernel's NTP state through adjtimex(2), or, where a
+    seccomp filter forbids adjtimex (the unit's ProtectClock=yes), systemd-timesyncd's
+    flag file; (None, "unknown") when neither can tell."""
+    global _adjtimex_blocked
+    if _adjtimex is not None and not _adjtimex_blocked:
+        tx = _Timex()
+        state: int = _adjtimex(ctypes.byref(tx))
+        if state >= 0:
+            return state != _TIME_ERROR, "adjtimex"
+        if ctypes.get_errno() in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+            _adjtimex_blocked = True
+            log.debug("clock: adjtimex is not allowed here; reading systemd-timesyncd's"
+                      " state instead")
+    try:
+        if TIMESYNCD_FLAG.exists():
+            return True, "timesyncd"
+        if TIMESYNCD_FLAG.parent.is_dir():
+            return False, "timesyncd"
+    except OSError:
+        pass
+    return None, "unknown"
 
 
 def read_boot_id() -> str:
@@ -118,6 +142,12 @@ class Clock:
             return False
         synced = kernel_clock_synced()
         return bool(synced)
+
+    def sync_method(self) -> str:
+        """How `is_synced` knows: 'config', 'adjtimex', 'timesyncd' or 'unknown'."""
+        if self.source != "kernel":
+            return "config"
+        return clock_sync_state()[1]
 
     def now(self) -> tuple[int, int]:
         """(wall time in ns since the epoch, monotonic boot time in ns), read together."""

@@ -102,6 +102,9 @@ class ClockSettings:
     """How to tell whether the wall clock is synchronised."""
 
     sync_source: ClockSource
+    unsynced_fault_s: float = 900.0
+    """Raise a clock fault when the clock is still not synced this many seconds after boot
+    (or after it lost sync); 0 turns the fault off."""
 
 
 @dataclass(frozen=True)
@@ -405,10 +408,11 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     broker = _parse_broker(root, gateway)
     store = _parse_store(root.table("store") or _empty(path, "store"))
     clock_t = root.table("clock") or _empty(path, "clock")
-    clock_t.expect("sync_source")
+    clock_t.expect("sync_source", "unsynced_fault_s")
     clock = ClockSettings(
         sync_source=clock_t.choice("sync_source", ("kernel", "assume-synced", "assume-unsynced"),
-                                   "kernel"))
+                                   "kernel"),
+        unsynced_fault_s=clock_t.number("unsynced_fault_s", 900.0, min=0.0, max=7 * 86400.0))
     clock_t.done()
     health_t = root.table("health") or _empty(path, "health")
     health_t.expect("interval_s")

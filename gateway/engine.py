@@ -105,6 +105,9 @@ class Engine:
         self.committed_total = 0
         self.commit_failures = 0
         self.last_commit_mono: float | None = None
+        self.observers: list[Callable[[InputChange | FaultChange], None]] = []
+        """Called in the engine thread with each change after it was handled (e.g. the
+        live input watch); must not block."""
 
     # -- the door ---------------------------------------------------------
 
@@ -150,8 +153,10 @@ class Engine:
             try:
                 if isinstance(msg, InputChange):
                     self._handle_change(msg)
+                    self._observe(msg)
                 elif isinstance(msg, FaultChange):
                     self._handle_fault(msg)
+                    self._observe(msg)
                 else:
                     try:
                         msg.future.set_result(msg.fn())
@@ -161,6 +166,13 @@ class Engine:
                 log.exception("engine: error handling %r", msg)
             if self._pending:
                 self._retry_pending()
+
+    def _observe(self, change: InputChange | FaultChange) -> None:
+        for fn in self.observers:
+            try:
+                fn(change)
+            except Exception:
+                log.exception("engine: observer %r failed", fn)
 
     # -- meaning ----------------------------------------------------------
 

@@ -4,6 +4,7 @@ Start order keeps the promises: the outbox opens first (putting rows left in
 flight back to READY), then the engine, then the uplink (so a latched alarm
 found at start is published at once), then the drivers (whose initial
 readings go through the engine like any change), and the control socket last.
+Only then is systemd told READY=1 (gateway/systemd_link.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any
 
 from gateway import __version__
 from gateway.clock import Clock, mono_ns, utc_iso
+from gateway.clockwatch import ClockWatch
 from gateway.config import Config, EscalationSettings
 from gateway.control import SOCKET_NAME, ControlServer
+from gateway.diagnostics import running_extras
 from gateway.dispatch import CommandDispatcher
 from gateway.drills import DrillLog
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
@@ -32,7 +35,9 @@ from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
 from gateway.escalation import Escalation
 from gateway.events import PROTOCOL_VERSION, Point
+from gateway.inputwatch import InputFeed
 from gateway.store import Outbox, Row
+from gateway.systemd_link import SystemdLink
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
 
@@ -78,6 +83,10 @@ class Service:
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
         self.sim: Any | None = sim
+        self.systemd: SystemdLink | None = None
+        self.clockwatch: ClockWatch | None = None
+        self.input_feed = InputFeed()
+        """Live input changes and glitches for `alarmgw inputs --watch`."""
         self._own_factory = pin_factory is None
         self._stopped = threading.Event()
         self._listeners: list[Callable[[Committed], None]] = []
@@ -90,6 +99,7 @@ class Service:
             "test-alarm": self._control_test_alarm,
             "sim": self._control_sim,
             "drills": lambda req: self.outbox.drills(int(req.get("limit", 100))),
+            "input-watch": self._control_input_watch,
         }
         """Control socket commands by name; features add theirs."""
 
@@ -117,6 +127,7 @@ class Service:
         self.engine = Engine(cfg.gateway.site, cfg.gateway.id, self.points(),
                              outbox=self.outbox, clock=self.clock,
                              on_committed=self._committed)
+        self.engine.observers.append(self.input_feed.record)
         self.engine.start()
         self.drills = DrillLog(self.outbox, self.clock)
         self.add_listener(self.drills.on_committed)
@@ -141,10 +152,16 @@ class Service:
             from hw_sim.gpio import SimPanel
 
             self.sim = SimPanel(self.pin_factory, cfg.inputs)
-        self.gpio = GpioInputs(cfg.inputs, self.pin_factory, self.engine.door)
+        self.gpio = GpioInputs(cfg.inputs, self.pin_factory, self.engine.door,
+                               on_glitch=self.input_feed.record_glitch)
         self.gpio.start()
+        self.clockwatch = ClockWatch(self.clock, self.engine.door,
+                                     fault_after_s=cfg.clock.unsynced_fault_s)
+        self.clockwatch.start()
         self.control = ControlServer(socket_path(cfg), self.handle_control)
         self.control.start()
+        self.systemd = SystemdLink(self)
+        self.systemd.start()
         log.info("alarmgw %s started: site %s gateway %s, %d inputs, broker %s:%d%s", __version__,
                  cfg.gateway.site, cfg.gateway.id, len(cfg.inputs), cfg.broker.host,
                  cfg.broker.port, "" if cfg.broker.tls else " (PLAINTEXT, loopback only)")
@@ -167,12 +184,19 @@ class Service:
 
     def stop(self) -> None:
         """Stop in reverse order; the engine finishes committing what was handed in."""
+        if self.systemd is not None:
+            self.systemd.stop()
+            self.systemd = None
+        self.input_feed.close()
         if self.control is not None:
             self.control.stop()
             self.control = None
         if self.gpio is not None:
             self.gpio.stop()
             self.gpio = None
+        if self.clockwatch is not None:
+            self.clockwatch.stop()
+            self.clockwatch = None
         if self.commands is not None:
             self.commands.stop()
             self.commands = None
@@ -308,7 +332,7 @@ class Service:
         for p in points:
             p["wire"] = gpio_status.get(p["id"])
         stats = self.outbox.stats()
-        return {
+        return running_extras(self, {
             "running": True,
             "pid": os.getpid(),
             "version": __version__,
@@ -328,7 +352,7 @@ class Service:
                      "free_bytes": _disk_free(self.config.gateway.state_dir)},
             "inputs": points,
             "simulator": self.sim is not None,
-        }
+        })
 
     def handle_control(self, req: dict[str, Any]) -> Any:
         cmd = req["cmd"]
@@ -351,6 +375,14 @@ class Service:
             lambda: engine.raise_test(point, drill, "alarmgw test-alarm")).result(10.0)
         return {"seq": committed.seq, "id": committed.event_id, "type": committed.type,
                 "point": committed.point_id}
+
+    def _control_input_watch(self, req: dict[str, Any]) -> Any:
+        after = req.get("after")
+        if after is None:
+            # The first call: the current state of every input, and where the feed is.
+            return {"cursor": self.input_feed.cursor, "inputs": self.status()["inputs"],
+                    "entries": [], "missed": 0, "closed": False, "reset": False}
+        return self.input_feed.read(int(after), float(req.get("wait_s", 5.0)))
 
     def _control_sim(self, req: dict[str, Any]) -> Any:
         if self.sim is None:

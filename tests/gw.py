@@ -42,7 +42,8 @@ def write_config(directory: Path, *, broker_port: int, inputs: Sequence[dict[str
                  = None, broker: dict[str, Any] | None = None, tls: dict[str, Any] | None = None,
                  store: dict[str, Any] | None = None, debounce_ms: int = 30,
                  health_interval_s: float = 30.0, sync_source: str = "assume-synced",
-                 site: str = "test-school", gateway: str = "gw-test") -> Path:
+                 site: str = "test-school", gateway: str = "gw-test",
+                 unsynced_fault_s: float | None = None) -> Path:
     """Write a simulator config in `directory` (state and socket beside it) and return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     b: dict[str, Any] = {"host": "127.0.0.1", "port": broker_port, "keepalive_s": 5,
@@ -57,8 +58,10 @@ def write_config(directory: Path, *, broker_port: int, inputs: Sequence[dict[str
         lines += ["", "[broker.tls]"] + [f"{k} = {_toml_value(v)}" for k, v in tls.items()]
     if store:
         lines += ["", "[store]"] + [f"{k} = {_toml_value(v)}" for k, v in store.items()]
-    lines += ["", "[clock]", f"sync_source = {_toml_value(sync_source)}",
-              "", "[health]", f"interval_s = {health_interval_s}",
+    lines += ["", "[clock]", f"sync_source = {_toml_value(sync_source)}"]
+    if unsynced_fault_s is not None:
+        lines.append(f"unsynced_fault_s = {unsynced_fault_s!r}")
+    lines += ["", "[health]", f"interval_s = {health_interval_s}",
               "", "[gpio]", 'backend = "mock"', f"debounce_ms = {debounce_ms}"]
     for inp in inputs if inputs is not None else DEFAULT_INPUTS:
         lines += ["", "[[inputs]]"] + [f"{k} = {_toml_value(v)}" for k, v in inp.items()]
@@ -94,19 +97,25 @@ class InProcessGateway:
 class GatewayProcess:
     """`alarmgw run` as a real child process (for SIGKILL and restart tests)."""
 
-    def __init__(self, config_path: Path, log_path: Path | None = None) -> None:
+    def __init__(self, config_path: Path, log_path: Path | None = None, *,
+                 env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
+        """`env`: variables added to the child's environment (e.g. NOTIFY_SOCKET);
+        `args`: options before `run` (e.g. "-v")."""
         self.config_path = config_path
         self.config = load_config(config_path)
         self.log_path = log_path or config_path.parent / "gateway.log"
+        self.env = dict(env or {})
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "-c", str(self.config_path), "run"],
+                [sys.executable, "-m", "gateway", "-c", str(self.config_path), *self.args,
+                 "run"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         finally:
             log.close()
         deadline = time.monotonic() + timeout

@@ -227,7 +227,7 @@ def stopped_config(tmp_path: Path) -> Path:
     return write_config(tmp_path / "gw", broker_port=1)
 
 
-@pytest.mark.parametrize("command", ["status", "inputs"])
+@pytest.mark.parametrize("command", ["inputs"])  # status: see test_diagnostics.py
 def test_not_running(stopped_config: Path, command: str) -> None:
     res = alarmgw(stopped_config, command)
     assert res.returncode == 3

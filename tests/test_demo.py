@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ def test_demo_runs_the_whole_system_and_cleans_up() -> None:
                          cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
     out = res.stdout
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "ALARM          demo-school/gw-sim seq 1  gate-panic" in out
-    assert "ACKNOWLEDGED   demo-school/gw-sim seq 1" in out
+    # (A fault for this machine's unsynced clock may come first: it is real.)
+    alarm = re.search(r"ALARM +demo-school/gw-sim seq (\d+)  gate-panic", out)
+    assert alarm is not None, out
+    assert f"ACKNOWLEDGED   demo-school/gw-sim seq {alarm.group(1)} by" in out
     assert "RESTORE" in out
     assert "open seq gaps: none" in out
     # Its temporary directory, broker and gateway are gone.

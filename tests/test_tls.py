@@ -98,9 +98,33 @@ def uplink_state(gw: InProcessGateway) -> dict[str, Any]:
     return gw.service.uplink.state()
 
 
+def wait_for_failures(gw: InProcessGateway, n: int, timeout: float = WAIT) -> bool:
+    """Block until the uplink has counted `n` failed connection attempts."""
+    uplink = gw.service.uplink
+    assert uplink is not None
+    cond = threading.Condition()
+
+    def changed() -> None:
+        with cond:
+            cond.notify_all()
+
+    uplink.add_watcher(changed)
+    with cond:
+        return cond.wait_for(lambda: uplink.state()["connect_failures"] >= n, timeout)
+
+
+def assert_logged_on_change(log: UplinkLog) -> None:
+    """Repeated failures are logged when the reason changes, not at every attempt."""
+    assert log.messages, "no failure was logged"
+    repeats = [a for a, b in zip(log.messages, log.messages[1:], strict=False) if a == b]
+    assert not repeats, f"the same failure was logged again: {log.messages}"
+
+
 def refused_twice(gw: InProcessGateway, log: UplinkLog) -> dict[str, Any]:
     """Wait for two failed connection attempts and return the uplink's state after them."""
-    assert log.wait_for_count(2), f"fewer than 2 failed attempts reported: {log.messages}"
+    assert wait_for_failures(gw, 2), \
+        f"fewer than 2 failed attempts: {uplink_state(gw)} {log.messages}"
+    assert_logged_on_change(log)
     state = uplink_state(gw)
     assert state["connected"] is False, state
     assert state["connects"] == 0, f"the uplink connected: {state}"
@@ -230,7 +254,8 @@ def test_refused_tls_is_retried_as_tls_never_plaintext(tmp_path: Path, pki: Pki)
         with gateway(config) as gw:
             assert server.wait_for_connections(2), \
                 f"the gateway did not retry: {server.seen()}"
-            assert log.wait_for_count(2), log.messages
+            assert wait_for_failures(gw, 2), uplink_state(gw)
+            assert_logged_on_change(log)
             state = uplink_state(gw)
         seen = server.seen()
     assert len(seen) >= 2

@@ -79,11 +79,14 @@ class GpioInputs:
     """Debounced GPIO inputs that report to one door callable."""
 
     def __init__(self, inputs: Sequence[InputSettings], factory: Any,
-                 door: Callable[[InputChange], None]) -> None:
+                 door: Callable[[InputChange], None], *,
+                 on_glitch: Callable[[str, int, int], None] | None = None) -> None:
         """`inputs`: the configured GPIO inputs; `factory`: a gpiozero pin factory;
-        `door`: called with each confirmed change (must not block)."""
+        `door`: called with each confirmed change (must not block); `on_glitch(input id,
+        glitches so far, CLOCK_BOOTTIME ns)`: called for each glitch (must not block)."""
         self.factory = factory
         self._door = door
+        self._on_glitch = on_glitch
         self._settings = list(inputs)
         self._lines: list[_Line] = []
         self._cond = threading.Condition()
@@ -143,6 +146,7 @@ class GpioInputs:
     def _edge(self, line: _Line, high: bool) -> None:
         now = mono_ns()
         confirmed: InputChange | None = None
+        glitches: int | None = None
         with self._cond:
             line.last_edge_ns = now
             line.run_start_ns = now
@@ -154,11 +158,14 @@ class GpioInputs:
                 if line.deadline_ns is not None:
                     line.deadline_ns = None
                     line.glitches += 1
+                    glitches = line.glitches
             else:
                 line.deadline_ns = now + line.debounce_ns
                 self._cond.notify()
         if confirmed is not None:
             self._door(confirmed)
+        if glitches is not None and self._on_glitch is not None:
+            self._on_glitch(line.settings.id, glitches, now)
 
     def _confirm(self, line: _Line, high: bool, began_ns: int) -> InputChange:
         line.stable_high = high

@@ -38,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.clock import utc_iso
 from gateway.config import BrokerSettings
 from gateway.errors import UplinkError
+from gateway.logsetup import OnChangeLog
 from gateway.store import Lane, Outbox, Row
 from gateway.uplink.protocol import Topics, encode
 
@@ -136,11 +137,15 @@ class Uplink:
         self._hold_until = 0.0
         self._refusals = 0
         self._last_rx = 0.0
+        # Connect failures repeat every backoff: logged on change plus a summary.
+        self._connect_log = OnChangeLog(log)
+        self._watchers: list[Callable[[], None]] = []
         # Read by state():
         self._state: dict[str, Any] = {
             "broker": self._where, "tls": self._tls is not None, "connected": False,
             "since": None, "last_puback_at": None, "last_error": None, "connects": 0,
             "published": 0, "acked": 0, "refused": 0, "tls_peer": None,
+            "connect_failures": 0,
         }
 
     # -- the engine's side ------------------------------------------------
@@ -173,6 +178,18 @@ class Uplink:
         with self._progress:
             return self._progress.wait_for(lambda: self.outbox.stats().waiting == 0, timeout)
 
+    def add_watcher(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` (in the uplink thread; it must not block) whenever the state that
+        `state()` shows changes: connect, loss, PUBACKs, refusals."""
+        self._watchers.append(fn)
+
+    def _changed(self) -> None:
+        for fn in self._watchers:
+            try:
+                fn()
+            except Exception:
+                log.exception("uplink: state watcher %r failed", fn)
+
     def state(self) -> dict[str, Any]:
         with self._lock:
             s = dict(self._state)
@@ -182,6 +199,15 @@ class Uplink:
     def _set(self, **fields: Any) -> None:
         with self._lock:
             self._state.update(fields)
+        self._changed()
+
+    def _connect_failed(self, msg: str, level: int = logging.WARNING) -> None:
+        """A connection attempt failed: logged when the reason changes, summarised while
+        it lasts."""
+        with self._lock:
+            self._state["connect_failures"] += 1
+        self._set(last_error=msg)
+        self._connect_log.problem(f"uplink: {msg}", level)
 
     # -- the connection loop ----------------------------------------------
 
@@ -247,9 +273,8 @@ class Uplink:
         try:
             client.reconnect()
         except Exception as exc:
-            msg = describe_connect_error(exc, self._where, tls=self._tls is not None)
-            self._set(last_error=msg)
-            log.warning("uplink: %s", msg)
+            self._connect_failed(describe_connect_error(exc, self._where,
+                                                        tls=self._tls is not None))
             return
         paho_sock = client.socket()
         if not isinstance(paho_sock, socket.socket):
@@ -262,9 +287,8 @@ class Uplink:
         while not self._stop.is_set() and not self._session_over:
             now = time.monotonic()
             if not self._connected and now > deadline:
-                msg = f"broker {self._where} accepted TCP but sent no CONNACK in time"
-                self._set(last_error=msg)
-                log.warning("uplink: %s", msg)
+                self._connect_failed(f"broker {self._where} accepted TCP but sent no CONNACK"
+                                     " in time")
                 return
             timeout = min(1.0, self.settings.keepalive_s / 4)
             if self._connected:
@@ -391,10 +415,9 @@ class Uplink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
-            msg = (f"broker {self._where} refused the connection: {reason_code}; check"
-                   " broker.username/password, the client certificate and the broker's ACL")
-            log.error("uplink: %s", msg)
-            self._set(last_error=msg)
+            self._connect_failed(f"broker {self._where} refused the connection: {reason_code};"
+                                 " check broker.username/password, the client certificate and"
+                                 " the broker's ACL", logging.ERROR)
             self._session_over = True
             return
         rmax = getattr(properties, "ReceiveMaximum", None) if properties else None
@@ -412,6 +435,8 @@ class Uplink:
             self._state.update(connected=True, since=utc_iso(time.time_ns()), last_error=None,
                                tls_peer=peer)
             self._state["connects"] += 1
+        self._changed()
+        self._connect_log.resolved(f"uplink: broker {self._where} reachable again")
         log.info("uplink: connected to broker %s%s (receive maximum %d)", self._where,
                  f" over {peer['version']}" if peer else "", self._server_receive_max)
         client.publish(self.topics.status, encode(self._status_doc("online")), qos=1,
@@ -436,11 +461,12 @@ class Uplink:
                         " signed them")
             else:
                 msg += "; check the broker's log and that this port is its MQTT listener"
-            log.warning("uplink: %s", msg)
-        else:
-            msg = f"lost connection to broker {self._where}: {reason_code}"
-            log.warning("uplink: %s; %d messages were in flight and will be re-sent", msg,
-                        len(self._inflight))
+            self._connect_failed(msg)
+            self._session_over = True
+            return
+        msg = f"lost connection to broker {self._where}: {reason_code}"
+        log.warning("uplink: %s; %d messages were in flight and will be re-sent", msg,
+                    len(self._inflight))
         self._set(last_error=msg)
         self._session_over = True
 
@@ -485,6 +511,7 @@ class Uplink:
             with self._lock:
                 self._state["acked"] += len(done)
                 self._state["last_puback_at"] = utc_iso(time.time_ns())
+            self._changed()
             self._dirty = True
             self._refusals = 0
         if refused:
@@ -501,6 +528,7 @@ class Uplink:
             with self._lock:
                 self._state["refused"] += len(refused)
                 self._state["last_error"] = msg
+            self._changed()
 
     def _window(self) -> int:
         return max(1, min(self.settings.window, self._server_receive_max - 1))

@@ -1,0 +1,355 @@
+"""`alarmgw status`: one screen that answers "is it working?", running or not.
+
+With the service running, the status document comes from it over the
+control socket (`Service.status()`, extended here by `running_extras`).
+With the service down, `offline_status` builds the same shape from what can
+be read without it: the store on disk (read-only), the clock, the disk, the
+config, the versions and, where systemd runs, what systemd says of the unit.
+`render_status` turns either into the text a technician reads over SSH.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import shutil
+import sqlite3
+import ssl
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway import __version__
+from gateway.clock import Clock
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.events import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from gateway.service import Service
+
+UNIT = "alarmgw.service"
+_DISTRIBUTIONS = ("paho-mqtt", "gpiozero", "pymodbus", "pyserial", "lgpio", "picamera2")
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of everything a bug report needs."""
+    v: dict[str, str | None] = {
+        "alarmgw": __version__,
+        "protocol": f"v{PROTOCOL_VERSION}",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "openssl": ssl.OPENSSL_VERSION,
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "board": _board(),
+    }
+    for dist in _DISTRIBUTIONS:
+        try:
+            v[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            if dist in ("paho-mqtt", "gpiozero", "pymodbus", "pyserial"):
+                v[dist] = None
+    return v
+
+
+def _os_name() -> str | None:
+    try:
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    return None
+
+
+def _board() -> str | None:
+    try:
+        return Path("/proc/device-tree/model").read_text(encoding="utf-8",
+                                                         errors="replace").strip("\0\n ")
+    except OSError:
+        return None
+
+
+def disk_info(state_dir: Path, store: Path | None = None) -> dict[str, Any]:
+    free: int | None = None
+    total: int | None = None
+    where = state_dir
+    while not where.exists() and where.parent != where:
+        where = where.parent  # not created yet: the filesystem it will be on
+    try:
+        usage = shutil.disk_usage(where)
+        free, total = usage.free, usage.total
+    except OSError:
+        pass
+    store_bytes: int | None = None
+    if store is not None:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                size = (store.parent / (store.name + suffix)).stat().st_size
+            except OSError:
+                continue
+            store_bytes = (store_bytes or 0) + size
+    return {"path": str(state_dir), "free_bytes": free, "total_bytes": total,
+            "store_bytes": store_bytes}
+
+
+def _age_s(created_at: str | None) -> float | None:
+    if not created_at:
+        return None
+    try:
+        then = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return round(time.time() - then.timestamp(), 1)
+
+
+def oldest_waiting(lanes: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The row that has waited longest, over all lanes (None when nothing waits)."""
+    best: tuple[str, dict[str, Any]] | None = None
+    for name, lane in lanes.items():
+        created = lane.get("oldest_created_at")
+        if created and (best is None or created < best[1]["oldest_created_at"]):
+            best = (name, lane)
+    if best is None:
+        return None
+    name, lane = best
+    return {"lane": name, "created_at": lane["oldest_created_at"],
+            "event_id": lane.get("oldest_event_id"), "age_s": _age_s(lane["oldest_created_at"])}
+
+
+def clock_info(clock: Clock, config: Config) -> dict[str, Any]:
+    return {"synced": clock.is_synced(), "source": clock.source, "method": clock.sync_method(),
+            "boot_id": clock.boot_id, "unsynced_fault_s": config.clock.unsynced_fault_s}
+
+
+def running_extras(service: Service, doc: dict[str, Any]) -> dict[str, Any]:
+    """Add to the running service's status document what the technician's screen shows
+    beyond the core keys (which stay as they are for scripts that read them)."""
+    from gateway.service import socket_path, store_path
+
+    cfg = service.config
+    doc["versions"] = versions()
+    doc["outputs"] = []  # no outputs are configurable in this version
+    doc["queue"]["oldest_waiting"] = oldest_waiting(doc["queue"]["lanes"])
+    doc["clock"].update(clock_info(service.clock, cfg))
+    if service.clockwatch is not None:
+        doc["clock"]["unsynced_for_s"] = service.clockwatch.unsynced_for_s()
+    doc["disk"] = disk_info(cfg.gateway.state_dir, store_path(cfg))
+    doc["systemd"] = service.systemd.state() if service.systemd is not None else None
+    doc["control_socket"] = str(socket_path(cfg))
+    return doc
+
+
+def systemd_unit_state(unit: str = UNIT) -> dict[str, str] | None:
+    """What systemd says of the unit, or None where systemd does not run or answer."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return None
+    try:
+        res = subprocess.run(
+            [systemctl, "show", unit, "--no-pager",
+             "--property=LoadState,ActiveState,SubState,Result,ExecMainStatus,NRestarts,"
+             "StateChangeTimestamp"],
+            capture_output=True, text=True, timeout=5.0, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if res.returncode != 0:
+        return None
+    props = dict(line.partition("=")[::2] for line in res.stdout.splitlines() if "=" in line)
+    if props.get("LoadState") in (None, "", "not-found"):
+        return None
+    return props
+
+
+def offline_status(config: Config, error: str) -> dict[str, Any]:
+    """The status document of a service that is not running, from the disk alone."""
+    from gateway.service import store_path
+    from gateway.store import read_queue_offline
+
+    doc: dict[str, Any] = {
+        "running": False,
+        "error": error,
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "site": config.gateway.site,
+        "gateway": config.gateway.id,
+        "config": str(config.path),
+        "queue": None,
+        "store_error": None,
+    }
+    try:
+        stats, _ = read_queue_offline(store_path(config), 0)
+        lanes = {n: vars(v) for n, v in stats.lanes.items()}
+        doc["queue"] = {"waiting": stats.waiting, "lanes": lanes, "next_seq": stats.next_seq,
+                        "acked_kept": stats.acked_kept, "bytes_total": stats.bytes_total,
+                        "oldest_waiting": oldest_waiting(lanes), "read_from": "store"}
+    except GatewayError as exc:
+        doc["store_error"] = str(exc)
+    doc["clock"] = clock_info(Clock(config.clock.sync_source), config)
+    doc["disk"] = disk_info(config.gateway.state_dir, store_path(config))
+    doc["inputs"] = [{"id": i.id, "name": i.name, "location": i.location, "kind": i.kind,
+                      "source": i.source, "active": None} for i in config.inputs]
+    doc["outputs"] = []
+    doc["faults"] = None
+    doc["versions"] = versions()
+    doc["systemd_unit"] = systemd_unit_state()
+    return doc
+
+
+# -- text --------------------------------------------------------------------------------
+
+def fmt_lane(name: str, lane: dict[str, Any]) -> str:
+    oldest = f", oldest {lane['oldest_created_at']}" if lane.get("oldest_created_at") else ""
+    return f"{name} {lane['ready']} ready / {lane['in_flight']} in flight{oldest}"
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _fmt_mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.0f} MB" if n >= 10e6 else f"{n / 1e6:.1f} MB"
+
+
+def input_lines(points: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for p in points:
+        state = "ACTIVE" if p["active"] else ("normal" if p["active"] is not None else "unknown")
+        wire = p.get("wire") or {}
+        extra = f" level {wire.get('level')} glitches {wire.get('glitches')}" if wire else ""
+        lines.append(f"  {p['id']:<16} {p['kind']:<7} {p['source']:<9} {state:<7}{extra}"
+                     f"  {p['name']}")
+    return lines
+
+
+def _versions_line(v: dict[str, Any]) -> str:
+    parts = [f"alarmgw {v.get('alarmgw')} (protocol {v.get('protocol')})",
+             f"Python {v.get('python')}"]
+    for dist in _DISTRIBUTIONS:
+        if dist in v:
+            parts.append(f"{dist} {v[dist] or 'MISSING'}")
+    parts += [f"SQLite {v.get('sqlite')}", str(v.get("openssl"))]
+    if v.get("os"):
+        parts.append(str(v["os"]))
+    if v.get("board"):
+        parts.append(str(v["board"]))
+    return "versions: " + ", ".join(parts)
+
+
+def _queue_lines(q: dict[str, Any] | None, store_error: str | None,
+                 offline: bool) -> list[str]:
+    if q is None:
+        return [f"queue:   cannot read the store: {store_error}"]
+    head = "queue:   " + ("(read from the store directly) " if offline else "")
+    lines = [head + "; ".join(fmt_lane(n, lane) for n, lane in q["lanes"].items())
+             + f"; next seq {q['next_seq']}"]
+    oldest = q.get("oldest_waiting")
+    if oldest is None:
+        lines.append("oldest:  nothing waits for the platform")
+    else:
+        what = oldest.get("event_id") or "a message"
+        lines.append(f"oldest:  {what} in the {oldest['lane']} lane, waiting since"
+                     f" {oldest['created_at']} ({fmt_age(oldest.get('age_s'))})")
+    return lines
+
+
+def _clock_line(clock: dict[str, Any]) -> str:
+    how = f" ({clock.get('method')})" if clock.get("method") else ""
+    if clock["synced"]:
+        return f"clock:   synced{how}"
+    since = clock.get("unsynced_for_s")
+    extra = f" for {fmt_age(since)}" if since is not None else ""
+    return (f"clock:   NOT SYNCED{extra}{how}: event times are uncertain; check timedatectl"
+            " and that NTP (UDP 123) is reachable")
+
+
+def _disk_line(disk: dict[str, Any]) -> str:
+    free = disk.get("free_bytes")
+    if free is None:
+        return f"disk:    unknown (cannot read {disk.get('path')})"
+    store = disk.get("store_bytes")
+    tail = f" (store {_fmt_mb(store)})" if store is not None else ""
+    return f"disk:    {free / 1e6:.0f} MB free on {disk['path']}{tail}"
+
+
+def render_status(st: dict[str, Any]) -> list[str]:
+    """The text of `alarmgw status` for a running service's document."""
+    lines = [f"alarmgw {st['version']} {st['site']}/{st['gateway']}: running (pid {st['pid']},"
+             f" up {fmt_age(st['uptime_s'])}){'  [SIMULATOR]' if st['simulator'] else ''}"]
+    up = st["uplink"] or {}
+    if up.get("connected"):
+        peer = up.get("tls_peer") or {}
+        tls = f" {peer.get('version')} peer {peer.get('subject')}" if peer else (
+            " TLS" if up.get("tls") else " PLAINTEXT")
+        lines.append(f"uplink:  CONNECTED to {up['broker']}{tls} since {up['since']};"
+                     f" last PUBACK {up.get('last_puback_at') or 'none yet'}")
+    else:
+        lines.append(f"uplink:  DOWN ({up.get('broker')}) since {up.get('since') or 'start'}:"
+                     f" {up.get('last_error') or 'connecting'}")
+    lines += _queue_lines(st["queue"], None, offline=False)
+    lines.append(_clock_line(st["clock"]))
+    lines.append(_disk_line(st["disk"]))
+    faults = st.get("faults") or []
+    if faults:
+        lines.append(f"faults:  {len(faults)} open")
+        lines += [f"  {f['device']:<16} {f.get('source', ''):<14} since {f.get('since')}:"
+                  f" {f.get('reason')}" for f in faults]
+    else:
+        lines.append("faults:  none")
+    sd = st.get("systemd")
+    if sd is None or not sd.get("notify_socket"):
+        lines.append("systemd: not started by systemd (no NOTIFY_SOCKET)")
+    else:
+        wd = f"watchdog every {sd['watchdog_s'] / 2:.0f} s ({sd['pings']} pings" \
+             f"{', ' + str(sd['withheld']) + ' WITHHELD' if sd['withheld'] else ''})" \
+            if sd.get("watchdog_s") else "no watchdog"
+        lines.append(f"systemd: READY, {wd}; status \"{sd.get('status')}\"")
+    if st.get("versions"):
+        lines.append(_versions_line(st["versions"]))
+    lines.append("inputs:")
+    lines += input_lines(st["inputs"])
+    outputs = st.get("outputs") or []
+    lines.append("outputs: " + ("none configured" if not outputs else ""))
+    return lines
+
+
+def render_offline(st: dict[str, Any]) -> list[str]:
+    """The text of `alarmgw status` when the service is down."""
+    lines = [f"alarmgw {st['version']} {st['site']}/{st['gateway']}: NOT RUNNING"
+             f" ({st['error']})"]
+    unit = st.get("systemd_unit")
+    if unit:
+        lines.append(f"systemd: {unit.get('ActiveState')} ({unit.get('SubState')}, result"
+                     f" {unit.get('Result')}, last exit status {unit.get('ExecMainStatus')},"
+                     f" {unit.get('NRestarts', '?')} restarts) since"
+                     f" {unit.get('StateChangeTimestamp') or '?'}")
+    lines += _queue_lines(st["queue"], st.get("store_error"), offline=True)
+    lines.append(_clock_line(st["clock"]))
+    lines.append(_disk_line(st["disk"]))
+    lines.append(_versions_line(st["versions"]))
+    ids = ", ".join(p["id"] for p in st["inputs"])
+    lines.append(f"inputs:  not read while the service is down ({len(st['inputs'])} configured:"
+                 f" {ids})")
+    lines.append("start it with: systemctl start alarmgw; why it stopped: alarmgw logs")
+    return lines
+
+
+def status_exit_code(st: dict[str, Any]) -> int:
+    """0 running and healthy; 1 running but the uplink is down or a fault is open;
+    3 not running."""
+    if not st.get("running"):
+        return 3
+    if not (st.get("uplink") or {}).get("connected") or st.get("faults"):
+        return 1
+    return 0
