@@ -283,6 +283,25 @@ def _disk_line(disk: dict[str, Any]) -> str:
     return f"disk:    {free / 1e6:.0f} MB free on {disk['path']}{tail}"
 
 
+def _police_lines(police: dict[str, Any]) -> list[str]:
+    cmds = police.get("commands")
+    if cmds is None:
+        lines = ["police:  platform commands OFF (no [commands] in the config): no ack lamp"]
+    else:
+        counters = ", ".join(f"{k} {v}" for k, v in sorted(cmds["counters"].items())) or "none"
+        lines = [f"police:  commands {'signed' if cmds['signed'] else 'UNSIGNED (insecure)'};"
+                 f" received: {counters}"]
+    esc = police.get("escalation")
+    if esc is not None:
+        waiting = esc["waiting_for_ack"]
+        lines.append(f"         {len(waiting)} alarm(s) waiting for the platform's ack,"
+                     f" {esc['escalated_total']} escalated since start"
+                     + ("; SMS MODEM FAULTY" if esc["modem_faulty"] else ""))
+        lines += [f"           {w['point']:<16} waiting {w['waiting_s']:.0f} s"
+                  + (" ESCALATED" if w["escalated"] else "") for w in waiting]
+    return lines
+
+
 def render_status(st: dict[str, Any]) -> list[str]:
     """The text of `alarmgw status` for a running service's document."""
     lines = [f"alarmgw {st['version']} {st['site']}/{st['gateway']}: running (pid {st['pid']},"
@@ -307,6 +326,7 @@ def render_status(st: dict[str, Any]) -> list[str]:
                   f" {f.get('reason')}" for f in faults]
     else:
         lines.append("faults:  none")
+    lines += _police_lines(st.get("police") or {})
     sd = st.get("systemd")
     if sd is None or not sd.get("notify_socket"):
         lines.append("systemd: not started by systemd (no NOTIFY_SOCKET)")

@@ -352,7 +352,21 @@ class Service:
                      "free_bytes": _disk_free(self.config.gateway.state_dir)},
             "inputs": points,
             "simulator": self.sim is not None,
+            "police": self.police_status(),
         })
+
+    def police_status(self) -> dict[str, Any]:
+        """Commands, acknowledgements and escalation, for `alarmgw status`."""
+        return {
+            "commands": None if self.commands is None else {
+                "signed": self.config.commands is not None
+                and self.config.commands.require_signature,
+                "counters": dict(self.commands.counters)},
+            "escalation": None if self.escalation is None else {
+                "waiting_for_ack": self.escalation.pending(),
+                "escalated_total": self.escalation.escalated_total,
+                "modem_faulty": self.escalation.modem_faulty},
+        }
 
     def handle_control(self, req: dict[str, Any]) -> Any:
         cmd = req["cmd"]

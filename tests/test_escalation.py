@@ -107,4 +107,6 @@ def test_a_failing_modem_is_a_fault_not_a_crash(
     assert step["detail"]["step"] == "sms_failed"
     fault = console.events_of("fault")[0]
     assert fault["point"]["id"] == "modem" and "SMS" in fault["detail"]["reason"]
-    assert [f["device"] for f in status["faults"]] == ["modem"]
+    assert "modem" in [f["device"] for f in status["faults"]]
+    assert status["police"]["escalation"]["modem_faulty"] is True
+    assert status["police"]["escalation"]["escalated_total"] == 1
