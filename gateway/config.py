@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from gateway.config_modbus import ModbusSettings, parse_modbus
+from gateway.config_outputs import LinkSettings, OutputSettings, parse_outputs
 from gateway.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/alarmgw/config.toml")
 
-InputKind = Literal["panic", "tamper"]
+InputKind = Literal["panic", "tamper", "input"]
 Contact = Literal["NO", "NC"]
 Pull = Literal["up", "down", "off"]
 Level = Literal["low", "high"]
@@ -122,7 +124,10 @@ class GpioSettings:
 
 @dataclass(frozen=True)
 class InputSettings:
-    """One wired input: a panic button or a tamper contact on a GPIO pin."""
+    """One wired input on a GPIO pin: a panic button, a tamper contact or a plain input.
+
+    (Inputs on Modbus modules are `[[inputs]]` with a `modbus` key; they are in
+    `Config.modbus.points`.)"""
 
     id: str
     name: str
@@ -150,6 +155,11 @@ class Config:
     health: HealthSettings
     gpio: GpioSettings
     inputs: tuple[InputSettings, ...]
+    """The GPIO inputs."""
+    modbus: ModbusSettings = field(default_factory=ModbusSettings)
+    """Modbus buses, modules and the inputs on them."""
+    outputs: tuple[OutputSettings, ...] = ()
+    links: tuple[LinkSettings, ...] = ()
 
     def input(self, point_id: str) -> InputSettings:
         for inp in self.inputs:
@@ -353,7 +363,8 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     root = _Table(path, "", raw)
 
-    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs")
+    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs", "modbus",
+                "outputs", "links")
     gw = root.table("gateway", required=True)
     assert gw is not None
     gw.expect("site", "id", "state_dir", "runtime_dir")
@@ -384,10 +395,15 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
         debounce_ms=gpio_t.integer("debounce_ms", 30, min=0, max=5000),
     )
     gpio_t.done()
-    inputs = _parse_inputs(root, gpio)
+    modbus_tables: list[_Table] = []
+    inputs = _parse_inputs(root, gpio, modbus_tables)
+    taken = {i.id: f"inputs ({i.id})" for i in inputs}
+    modbus = parse_modbus(root, modbus_tables, taken)
+    outputs, links = parse_outputs(root, inputs, modbus, taken)
     root.done()
     return Config(path=path, gateway=gateway, broker=broker, store=store, clock=clock,
-                  health=health, gpio=gpio, inputs=inputs)
+                  health=health, gpio=gpio, inputs=inputs, modbus=modbus, outputs=outputs,
+                  links=links)
 
 
 def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
@@ -517,7 +533,9 @@ _ACTIVE_LEVEL: dict[tuple[str, str], Level] = {
 }
 
 
-def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]:
+def _parse_inputs(root: _Table, gpio: GpioSettings, modbus_tables: list[_Table] | None = None
+                  ) -> tuple[InputSettings, ...]:
+    """The GPIO inputs; tables with a `modbus` key go to `modbus_tables` (config_modbus)."""
     tables = root.array_of_tables("inputs")
     if not tables:
         raise ConfigError(root.path, "inputs", "missing: configure at least one [[inputs]]")
@@ -525,13 +543,19 @@ def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]
     ids: dict[str, str] = {}
     pins: dict[int, str] = {}
     for t in tables:
+        if "modbus" in t.data and modbus_tables is not None:
+            modbus_tables.append(t)
+            continue
         t.expect("id", "name", "location", "kind", "gpio", "contact", "pull", "active_level",
                  "debounce_ms")
         point_id = t.text("id", pattern=_POINT_ID, required=True)
         if point_id in ids:
             raise t.error("id", f"{point_id!r} is already used by {ids[point_id]}")
         ids[point_id] = t.prefix
-        kind: InputKind = t.choice("kind", ("panic", "tamper"))
+        kind: InputKind = t.choice("kind", ("panic", "tamper", "input"))
+        if "gpio" not in t.data:
+            raise t.error("gpio", "missing: say where the input is wired, gpio = N (a BCM pin)"
+                          " or modbus = { device = \"io1\", table = \"di\", address = 0 }")
         pin = t.integer("gpio", None, min=-(1 << 31), max=1 << 31)
         if pin not in _GPIO_PINS:
             raise t.error("gpio", f"pin {pin} is not a usable GPIO: use a BCM number from 2 to"

@@ -25,9 +25,11 @@ from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.config import Config
 from gateway.control import SOCKET_NAME, ControlServer
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
+from gateway.drivers.modbus import ModbusInputs
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
 from gateway.events import PROTOCOL_VERSION, Point
+from gateway.outputs import Outputs
 from gateway.store import Outbox
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
@@ -50,9 +52,11 @@ class Service:
     """One running gateway."""
 
     def __init__(self, config: Config, *, pin_factory: Any | None = None,
-                 sim: Any | None = None) -> None:
+                 sim: Any | None = None, modbus_sim: Any | None = None) -> None:
         """`pin_factory`: a gpiozero pin factory to use instead of the configured backend;
-        `sim`: the hw_sim SimPanel wired to that factory (tests set contacts before start)."""
+        `sim`: the hw_sim SimPanel wired to that factory (tests set contacts before start);
+        `modbus_sim`: a started hw_sim SimModbus to use (and not stop) when the config
+        says `modbus.simulator = true`."""
         self.config = config
         self.clock = Clock(config.clock.sync_source)
         self.started_at = utc_iso(time.time_ns())
@@ -67,6 +71,10 @@ class Service:
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
         self.sim: Any | None = sim
+        self.modbus: ModbusInputs | None = None
+        self.modbus_sim: Any | None = modbus_sim
+        self._own_modbus_sim = modbus_sim is None
+        self.outputs: Outputs | None = None
         self._own_factory = pin_factory is None
         self._stopped = threading.Event()
         self._listeners: list[Callable[[Committed], None]] = []
@@ -78,12 +86,16 @@ class Service:
             "queue": self._control_queue,
             "test-alarm": self._control_test_alarm,
             "sim": self._control_sim,
+            "outputs": lambda req: self.outputs.status() if self.outputs else [],
+            "output": self._control_output,
         }
         """Control socket commands by name; features add theirs."""
 
     def points(self) -> list[Point]:
         """Every configured input, as the engine knows it."""
-        return [Point(i.id, i.name, i.location, i.kind, i.source) for i in self.config.inputs]
+        return ([Point(i.id, i.name, i.location, i.kind, i.source) for i in self.config.inputs]
+                + [Point(p.id, p.name, p.location, p.kind, p.source)
+                   for p in self.config.modbus.points])
 
     def add_listener(self, fn: Callable[[Committed], None]) -> None:
         """Call `fn` in the engine thread after every commit (it must not block)."""
@@ -115,8 +127,11 @@ class Service:
             from hw_sim.gpio import SimPanel
 
             self.sim = SimPanel(self.pin_factory, cfg.inputs)
+        self._start_modbus_and_outputs()
         self.gpio = GpioInputs(cfg.inputs, self.pin_factory, self.engine.door)
         self.gpio.start()
+        if self.modbus is not None:
+            self.modbus.start()
         self.control = ControlServer(socket_path(cfg), self.handle_control)
         self.control.start()
         log.info("alarmgw %s started: site %s gateway %s, %d inputs, broker %s:%d%s", __version__,
@@ -147,6 +162,7 @@ class Service:
         if self.gpio is not None:
             self.gpio.stop()
             self.gpio = None
+        self._stop_modbus_and_outputs()
         if self.engine is not None:
             self.engine.stop()
         if self.uplink is not None:
@@ -222,6 +238,8 @@ class Service:
         assert self.engine is not None
         points = self.engine.call(self.engine.points_status).result(5.0)
         gpio_status = {s["id"]: s for s in (self.gpio.status() if self.gpio else [])}
+        if self.modbus is not None:
+            gpio_status.update({s["id"]: s for s in self.modbus.point_status()})
         for p in points:
             p["wire"] = gpio_status.get(p["id"])
         stats = self.outbox.stats()
@@ -244,7 +262,9 @@ class Service:
             "disk": {"path": str(self.config.gateway.state_dir),
                      "free_bytes": _disk_free(self.config.gateway.state_dir)},
             "inputs": points,
-            "simulator": self.sim is not None,
+            "simulator": self.sim is not None or self.modbus_sim is not None,
+            "modbus": self.modbus_status(),
+            "outputs": self.outputs.status() if self.outputs else [],
         }
 
     def handle_control(self, req: dict[str, Any]) -> Any:
@@ -270,6 +290,9 @@ class Service:
                 "point": committed.point_id}
 
     def _control_sim(self, req: dict[str, Any]) -> Any:
+        if self.modbus_sim is not None and (req.get("action") == "modbus-fault" or
+                                            self.modbus_sim.has_point(str(req.get("input")))):
+            return self._control_modbus_sim(req)
         if self.sim is None:
             raise ValueError("this gateway is not running on the simulator"
                              " (gpio.backend is not \"mock\")")
@@ -284,6 +307,89 @@ class Service:
         else:
             raise ValueError(f"unknown sim action {action!r} (press, release, bounce)")
         return {"input": point, "active": self.sim.is_active(point)}
+
+
+    # -- Modbus and outputs --------------------------------------------------------
+
+    def _start_modbus_and_outputs(self) -> None:
+        """The Modbus driver (started after the GPIO inputs) and the outputs (started now,
+        so that an alarm found at start already drives its links)."""
+        cfg = self.config
+        assert self.engine is not None
+        if cfg.modbus.buses:
+            endpoints = None
+            if cfg.modbus.simulator:
+                if self.modbus_sim is None:
+                    from hw_sim.modbus import SimModbus
+
+                    self.modbus_sim = SimModbus(cfg.modbus, cfg.outputs)
+                    self.modbus_sim.start()
+                endpoints = self.modbus_sim.endpoints()
+            self.modbus = ModbusInputs(cfg.modbus, self.engine.door, endpoints=endpoints)
+        if cfg.outputs:
+            modbus = self.modbus
+
+            def coil_wait_s(device: str) -> float:
+                assert modbus is not None
+                return 2 * modbus.bus_of(device).timeout_s + 1.0
+
+            self.outputs = Outputs(cfg.outputs, cfg.links, door=self.engine.door,
+                                   pin_factory=self.pin_factory,
+                                   write_coil=modbus.write_coil if modbus else None,
+                                   coil_wait_s=coil_wait_s)
+            self.outputs.start()
+            self.add_listener(self.outputs.on_committed)
+
+    def _stop_modbus_and_outputs(self) -> None:
+        if self.outputs is not None:
+            self.outputs.stop()  # switches them off through the Modbus driver: stop it first
+            self.outputs = None
+        if self.modbus is not None:
+            self.modbus.stop()
+            self.modbus = None
+        if self.modbus_sim is not None and self._own_modbus_sim:
+            self.modbus_sim.stop()
+            self.modbus_sim = None
+
+    def modbus_status(self) -> list[dict[str, Any]]:
+        return self.modbus.status() if self.modbus is not None else []
+
+    def _control_output(self, req: dict[str, Any]) -> Any:
+        if self.outputs is None:
+            raise ValueError("no [[outputs]] in the config")
+        output = str(req.get("output", ""))
+        action = req.get("action")
+        if action not in ("on", "off"):
+            raise ValueError(f"unknown output action {action!r} (on, off)")
+        for_s = req.get("for_s")
+        self.outputs.set(output, action == "on", float(for_s) if for_s is not None else None,
+                         by=str(req.get("by") or "alarmgw output"))
+        self.outputs.wait_applied(output, float(req.get("wait_s", 3.0)))
+        return self.outputs.status_of(output)
+
+    def _control_modbus_sim(self, req: dict[str, Any]) -> Any:
+        sim = self.modbus_sim
+        assert sim is not None
+        action = req.get("action")
+        if action == "modbus-fault":
+            device = str(req.get("device", ""))
+            mode = str(req.get("mode", ""))
+            opts: dict[str, Any] = {}
+            for key, conv in (("code", int), ("count", int), ("period_s", float),
+                              ("delay_s", float)):
+                if req.get(key) is not None:
+                    opts[key] = conv(req[key])
+            sim.set_fault(device, mode, **opts)
+            f = sim.fault(device)
+            return {"device": device, "mode": f.mode, "count": f.count}
+        point = str(req.get("input", ""))
+        if action == "press":
+            sim.press(point)
+        elif action == "release":
+            sim.release(point)
+        else:
+            raise ValueError(f"sim action {action!r} is not for Modbus inputs (press, release)")
+        return {"input": point, "active": sim.is_active(point)}
 
 
 def _disk_free(path: Path) -> int | None:
