@@ -106,12 +106,12 @@ class CoilSwitch:
         fut = self._write(s.device, s.address, on)
         try:
             fut.result(self.wait_s)
+        except ModbusError:
+            raise  # (a ModbusTimeoutError is a TimeoutError too: keep it first)
         except FutureTimeout:
             fut.cancel()
             raise OutputError(f"coil {s.address} of {s.device} was not written within"
                               f" {self.wait_s:.1f} s") from None
-        except ModbusError:
-            raise
 
     def close(self) -> None:
         pass
@@ -265,9 +265,9 @@ class _Writer:
                   f" {exc} ({tries} attempts in {took_s:.1f} s); {check}")
         detail: dict[str, Any] = {"output": s.id, "wanted": "on" if on else "off",
                                   "attempts": tries}
-        if isinstance(exc, ModbusError):
-            detail.update({"error": exc.kind, "bus": s.bus, "unit": s.unit,
-                           "device": s.device})
+        if s.device is not None:
+            detail.update({"bus": s.bus, "unit": s.unit, "device": s.device})
+        detail["error"] = exc.kind if isinstance(exc, ModbusError) else "output"
         self._door(FaultChange(device_id=s.id, name=s.name, source=s.source, active=True,
                                reason=reason, mono_ns=mono_ns(), location=s.location,
                                detail=detail))

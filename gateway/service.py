@@ -135,7 +135,8 @@ class Service:
         self.control = ControlServer(socket_path(cfg), self.handle_control)
         self.control.start()
         log.info("alarmgw %s started: site %s gateway %s, %d inputs, broker %s:%d%s", __version__,
-                 cfg.gateway.site, cfg.gateway.id, len(cfg.inputs), cfg.broker.host,
+                 cfg.gateway.site, cfg.gateway.id, len(cfg.inputs) + len(cfg.modbus.points),
+                 cfg.broker.host,
                  cfg.broker.port, "" if cfg.broker.tls else " (PLAINTEXT, loopback only)")
 
     def _take_lock(self) -> None:

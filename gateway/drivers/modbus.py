@@ -303,7 +303,21 @@ class RtuLink:
             sent = time.monotonic()
             sent_ns = mono_ns()
             self.ring.add("tx", unit, request)
-            deadline = sent + timeout_s
+            frame = self._receive(ser, unit, pdu, sent + timeout_s, timeout_s)
+            rtt = time.monotonic() - sent
+        except ModbusError:
+            raise
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost(exc) from exc
+        self.ring.add("rx", unit, frame, f"{rtt * 1000:.1f} ms")
+        return _check_reply(self.bus_id, unit, pdu, frame[1:-2], sent_ns=sent_ns, rtt=rtt)
+
+    def _receive(self, ser: serial.Serial, unit: int, pdu: bytes, deadline: float,
+                 timeout_s: float) -> bytes:
+        """The reply of `unit`, read by its length; a well-formed frame from another unit (a
+        slow module answering late) is put aside and the wait goes on until `deadline`."""
+        stray: bytes | None = None
+        while True:
             head = self._read(ser, 3, deadline)
             if len(head) < 3:
                 if head:
@@ -312,13 +326,17 @@ class RtuLink:
                     raise ModbusFrameError(self.bus_id, unit, "malformed",
                                            f"incomplete reply from unit {unit}: {len(head)}"
                                            " bytes", head)
-                self.ring.add("--", unit, b"", f"no reply within {timeout_s * 1000:.0f} ms")
                 self._quiet_at = time.monotonic() + self.gap_s
+                if stray is not None:
+                    raise ModbusFrameError(self.bus_id, unit, "wrong_unit",
+                                           f"a reply came from unit {stray[0]} when unit {unit}"
+                                           " was asked", stray)
+                self.ring.add("--", unit, b"", f"no reply within {timeout_s * 1000:.0f} ms")
                 raise ModbusTimeoutError(self.bus_id, unit, f"unit {unit} did not answer within"
                                          f" {timeout_s * 1000:.0f} ms")
             total = _rtu_reply_length(head)
             if total is None:
-                self.ring.add("rx", unit, head, "unknown function code")
+                self.ring.add("rx", head[0], head, "unknown function code")
                 self._drain(ser, unit)
                 raise ModbusFrameError(self.bus_id, unit, "malformed",
                                        f"reply with function code {head[1]} to a request with"
@@ -327,32 +345,23 @@ class RtuLink:
             rest_deadline = max(deadline, time.monotonic() + (total - 3) * self.char_s * 1.5
                                 + 0.02)
             frame = head + self._read(ser, total - 3, rest_deadline)
-            rtt = time.monotonic() - sent
             self._quiet_at = time.monotonic() + self.gap_s
-        except ModbusError:
-            raise
-        except serial.SerialException as exc:
-            raise self._lost(exc) from exc
-        except OSError as exc:
-            raise self._lost(exc) from exc
-        if len(frame) < total:
-            self.ring.add("rx", unit, frame, f"incomplete: {len(frame)} of {total} bytes")
-            self._drain(ser, unit)
-            raise ModbusFrameError(self.bus_id, unit, "malformed",
-                                   f"incomplete reply from unit {unit}: {len(frame)} of"
-                                   f" {total} bytes", frame)
-        if not rtu_crc_ok(frame):
-            self.ring.add("rx", unit, frame, "bad CRC")
-            self._drain(ser, unit)
-            raise ModbusFrameError(self.bus_id, unit, "crc",
-                                   f"reply to unit {unit} has a bad CRC", frame)
-        if frame[0] != unit:
-            self.ring.add("rx", frame[0], frame, f"from unit {frame[0]}, unit {unit} was asked")
-            raise ModbusFrameError(self.bus_id, unit, "wrong_unit",
-                                   f"a reply came from unit {frame[0]} when unit {unit} was"
-                                   " asked", frame)
-        self.ring.add("rx", unit, frame, f"{rtt * 1000:.1f} ms")
-        return _check_reply(self.bus_id, unit, pdu, frame[1:-2], sent_ns=sent_ns, rtt=rtt)
+            if len(frame) < total:
+                self.ring.add("rx", unit, frame, f"incomplete: {len(frame)} of {total} bytes")
+                self._drain(ser, unit)
+                raise ModbusFrameError(self.bus_id, unit, "malformed",
+                                       f"incomplete reply from unit {unit}: {len(frame)} of"
+                                       f" {total} bytes", frame)
+            if not rtu_crc_ok(frame):
+                self.ring.add("rx", unit, frame, "bad CRC")
+                self._drain(ser, unit)
+                raise ModbusFrameError(self.bus_id, unit, "crc",
+                                       f"reply to unit {unit} has a bad CRC", frame)
+            if frame[0] == unit:
+                return frame
+            self.ring.add("rx", frame[0], frame, f"from unit {frame[0]} while unit {unit} was"
+                          " asked: not taken")
+            stray = frame
 
 
 class TcpLink:
@@ -638,6 +647,8 @@ class ModbusBus:
         self.link_error = ""
         self._next_link_try = 0.0
         self._link_fault_open = False
+        self.first_cycle = threading.Event()
+        """Set once every module has been asked once (or the bus found down)."""
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -735,6 +746,7 @@ class ModbusBus:
                         probed = True
                     self._poll_device(dev)
                 self._do_writes()
+                self.first_cycle.set()
                 cycle = time.monotonic() - cycle_start
                 with self._cond:
                     self.counters.cycles += 1
@@ -792,6 +804,7 @@ class ModbusBus:
         self._next_link_try = time.monotonic() + self.probe_interval_s
         if not self._link_fault_open:
             self._link_fault_open = True
+            self.first_cycle.set()
             self._door(FaultChange(
                 device_id=self.settings.id, name=self._bus_name(), source=self.settings.source,
                 active=True, reason=str(exc), mono_ns=mono_ns(),
@@ -1008,6 +1021,13 @@ class ModbusInputs:
     def stop(self) -> None:
         for bus in self.buses:
             bus.stop()
+
+    def wait_first_cycle(self, timeout: float) -> bool:
+        """Wait until every bus has asked each of its modules once (or found itself down):
+        from then on, every input's first reading has been handed to the engine."""
+        deadline = time.monotonic() + timeout
+        return all(b.first_cycle.wait(max(0.0, deadline - time.monotonic()))
+                   for b in self.buses)
 
     def write_coil(self, device_id: str, address: int, on: bool) -> Future[None]:
         for bus in self.buses:
