@@ -7,6 +7,7 @@ the police platform sees them, at a PlatformConsole.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,14 +232,15 @@ def test_silent_unit_is_one_fault_neighbours_keep_their_bound_and_recovery_reads
     assert types == ["fault", "fault_cleared", "alarm"]
 
 
-@pytest.mark.parametrize(("mode", "kind", "counter", "words"), [
+@pytest.mark.parametrize("case", [
     ("bad-crc", "crc", "crc_errors", "bad CRC"),
     ("exception", "exception", "exceptions", "exception 4"),
     ("wrong-unit", "wrong_unit", "wrong_unit", "reply came from unit 4"),
-])
+], ids=["bad-crc", "exception", "wrong-unit"])
 def test_bad_replies_are_counted_reported_and_never_read_as_inputs(
-        two_units: InProcessGateway, console: PlatformConsole, mode: str, kind: str,
-        counter: str, words: str) -> None:
+        two_units: InProcessGateway, console: PlatformConsole,
+        case: tuple[str, str, str, str]) -> None:
+    mode, kind, counter, words = case
     gw = two_units
     sim = sim_of(gw)
     bus = sim.bus_of("io3")
@@ -306,7 +308,7 @@ def test_flapping_unit_makes_one_fault_per_outage(two_units: InProcessGateway,
     types = [e["type"] for e in console.ordered(GW) if e["point"]["id"] == "io4"]
     # Strictly alternating: never two faults without a clear between them.
     assert types[:4] == ["fault", "fault_cleared", "fault", "fault_cleared"]
-    assert all(a != b for a, b in zip(types, types[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(types))
 
 
 # -- a bus that is not there -----------------------------------------------------------------
