@@ -21,10 +21,12 @@ Layers, bottom up:
   bad CRC, exception code, reply from another unit) is reported faulty
   once, naming the bus, the unit and the reason, with its last frames; it
   is then probed once every `probe_interval_s`, at most one faulty module
-  per cycle, so a dead module costs the others at most one timeout now and
-  then. When it answers again, its fault clears and its points are read:
-  a latched panic button pressed during the outage raises its alarm. A
-  serial port that is missing or a TCP module that cannot be reached is a
+  per cycle, with its timeout capped to three times the longest round trip
+  it ever had (every fourth probe waits the full timeout, in case it came
+  back slower): a dead module costs the others a few milliseconds now and
+  then, never a timeout every cycle. When it answers again, its fault
+  clears and its points are read: a latched panic button pressed during the
+  outage raises its alarm. A serial port that is missing or a TCP module that cannot be reached is a
   fault of the bus, tried again every `probe_interval_s`.
 - `ModbusInputs`: every bus of the config; hands `InputChange`s and
   `FaultChange`s to the engine's door, never waits on the engine.
@@ -59,6 +61,7 @@ from pymodbus.pdu.register_message import (
 
 from gateway.clock import mono_ns
 from gateway.config_modbus import (
+    TIMEOUT_MARGIN_S,
     BusSettings,
     DeviceSettings,
     ModbusPointSettings,
@@ -564,6 +567,10 @@ class _Device:
     faulty_since: float | None = None
     next_probe: float = 0.0
     last_ok: float | None = None
+    max_rtt_s: float | None = None
+    """The longest round trip seen from this module, in seconds."""
+    probes: int = 0
+    """Probes since it became faulty."""
 
 
 @dataclass
@@ -831,15 +838,29 @@ class ModbusBus:
             self.counters.rtt_max_s = max(self.counters.rtt_max_s, ex.rtt_s)
         return ex
 
+    def _probe_timeout_s(self, dev: _Device, block: ReadBlock) -> float:
+        """A faulty module's capped timeout: three times the longest round trip it ever had
+        (at least the wire time plus a margin), so that probing it does not stretch the
+        cycle by a whole timeout; every fourth probe waits the full timeout, in case it came
+        back slower than it was."""
+        if dev.max_rtt_s is None or dev.probes % 4 == 0:
+            return self.timeout_s
+        floor = block.wire_s(self.settings) + TIMEOUT_MARGIN_S
+        return min(self.timeout_s, max(3 * dev.max_rtt_s, floor))
+
     def _poll_device(self, dev: _Device) -> None:
         unit = dev.settings.unit
+        probing = dev.state == "faulty"
+        if probing:
+            dev.probes += 1
         for block in dev.blocks:
             if self._stopping:
                 return
             dev.requests += 1
+            timeout = self._probe_timeout_s(dev, block) if probing else None
             try:
                 ex = self._transact(unit, read_pdu(block.function_code, block.start,
-                                                   block.count))
+                                                   block.count), timeout)
                 try:
                     values = decode_read(block.table, block.count, ex.reply)
                 except ValueError as exc:
@@ -855,6 +876,7 @@ class ModbusBus:
                 self._device_failed(dev, block, exc)
                 return
             self._device_ok(dev)
+            dev.max_rtt_s = max(dev.max_rtt_s or 0.0, ex.rtt_s)
             # The module sampled its inputs when the request reached it.
             sample_ns = ex.sent_ns + round(block.request_bytes * self.settings.char_s * 1e9)
             self._update_points(block, values, sample_ns)
@@ -866,6 +888,7 @@ class ModbusBus:
             dev.last_ok = time.monotonic()
             dev.state = "ok"
             dev.faulty_since = None
+            dev.probes = 0
         if was == "faulty":
             log.warning("Modbus unit %d (%s) on bus %s answers again", dev.settings.unit,
                         dev.settings.id, self.settings.id)
