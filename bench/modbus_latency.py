@@ -27,6 +27,7 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +64,26 @@ class Result:
     @property
     def ratio(self) -> float:
         return self.p99_ms / self.bound_ms
+
+
+def code_version() -> str:
+    """The commit this runs on, and whether gateway/ or hw_sim/ had uncommitted changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "gateway", "hw_sim"], cwd=repo,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown"
+    return f"commit {rev}" + (" (gateway/ or hw_sim/ modified)" if dirty else "")
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -166,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"alarmgw Modbus latency: {args.samples} presses per case, poll interval"
           f" {args.interval_ms} ms, turnaround {DEFAULT_TURNAROUND_S * 1000:.0f} ms per"
           f" request; {platform.python_implementation()} {platform.python_version()},"
-          f" {platform.system()} {platform.release()}, {os.cpu_count()} CPUs;"
-          f" store on {workdir}", flush=True)
+          f" {platform.system()} {platform.release()}, {os.cpu_count()} CPUs; {code_version()};"
+          f" loadavg {loadavg()}; store on {workdir}", flush=True)
     header = (f"{'baud':>6} {'units':>5} {'bound ms':>9} {'p50 ms':>8} {'p99 ms':>8}"
               f" {'max ms':>8} {'p99/bound':>9} {'sampled p50':>11} {'p99':>6}"
               f" {'after p50':>9} {'p99':>6}")
@@ -188,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     worst = max(r.ratio for r in results)
-    print(f"worst p99/bound: {worst:.2f} (target: at most 1.50)")
+    print(f"worst p99/bound: {worst:.2f} (target: at most 1.50); loadavg at the end"
+          f" {loadavg()}")
     if args.json is not None:
         doc: list[dict[str, Any]] = [{**vars(r), "ratio": round(r.ratio, 3)} for r in results]
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
