@@ -294,6 +294,9 @@ class Service:
         if self.modbus_sim is not None and (req.get("action") == "modbus-fault" or
                                             self.modbus_sim.has_point(str(req.get("input")))):
             return self._control_modbus_sim(req)
+        if req.get("action") == "modbus-fault":
+            raise ValueError("this gateway has no simulated Modbus modules (modbus.simulator is"
+                             " not true)")
         if self.sim is None:
             raise ValueError("this gateway is not running on the simulator"
                              " (gpio.backend is not \"mock\")")
@@ -308,7 +311,6 @@ class Service:
         else:
             raise ValueError(f"unknown sim action {action!r} (press, release, bounce)")
         return {"input": point, "active": self.sim.is_active(point)}
-
 
     # -- Modbus and outputs --------------------------------------------------------
 
