@@ -49,25 +49,6 @@ class HardwareError(GatewayError, OSError):
     """A driver could not open or use its hardware."""
 
 
-class ControlError(GatewayError, ConnectionError):
-    """The local control socket could not be reached or answered an error."""
-
-
-class ServiceNotRunningError(ControlError):
-    """No service answers on the control socket."""
-
-    def __init__(self, socket_path: Path | str, reason: str) -> None:
-        self.socket_path = str(socket_path)
-        self.reason = reason
-        super().__init__(
-            f"alarmgw is not running (no answer on {self.socket_path}: {reason})"
-        )
-
-
-class UplinkError(GatewayError, ConnectionError):
-    """The uplink could not reach or use the broker."""
-
-
 class ModbusError(HardwareError):
     """A Modbus request failed.
 
@@ -118,3 +99,23 @@ class ModbusLinkError(ModbusError, ConnectionError):
 
 class OutputError(HardwareError):
     """An output (a GPIO pin or a Modbus coil) could not be switched."""
+
+
+class ControlError(GatewayError, ConnectionError):
+    """The local control socket could not be reached or answered an error."""
+
+
+class ServiceNotRunningError(ControlError):
+    """No service answers on the control socket."""
+
+    def __init__(self, socket_path: Path | str, reason: str) -> None:
+        self.socket_path = str(socket_path)
+        self.reason = reason
+        super().__init__(
+            f"alarmgw is not running (no answer on {self.socket_path}: {reason})"
+        )
+
+
+class UplinkError(GatewayError, ConnectionError):
+    """The uplink could not reach or use the broker."""
+
