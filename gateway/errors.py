@@ -118,4 +118,3 @@ class ServiceNotRunningError(ControlError):
 
 class UplinkError(GatewayError, ConnectionError):
     """The uplink could not reach or use the broker."""
-
