@@ -76,7 +76,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                      "gateway": cfg.gateway.id, "broker": f"{cfg.broker.host}:{cfg.broker.port}",
                      "tls": cfg.broker.tls is not None, "gpio_backend": cfg.gpio.backend,
                      "inputs": [{"id": i.id, "kind": i.kind, "source": i.source,
-                                 "active_level": i.active_level} for i in cfg.inputs]})
+                                 "active_level": i.active_level} for i in cfg.inputs]
+                     + [{"id": p.id, "kind": p.kind, "source": p.source, "contact": p.contact}
+                        for p in cfg.modbus.points],
+                     **_modbus_summary(cfg)})
         return EXIT_OK
     b = cfg.broker
     print(f"{cfg.path}: OK")
@@ -92,6 +95,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  input     {i.id:<16} {i.kind:<7} {i.source:<8} {i.contact} pull-{i.pull}"
               f" active-{i.active_level} debounce {i.debounce_ms} ms  {i.name}"
               + (f" @ {i.location}" if i.location else ""))
+    _print_modbus_config(cfg)
     return EXIT_OK
 
 
@@ -111,8 +115,13 @@ def _print_inputs(points: list[dict[str, Any]]) -> None:
     for p in points:
         state = "ACTIVE" if p["active"] else ("normal" if p["active"] is not None else "unknown")
         wire = p.get("wire") or {}
-        extra = (f" level {wire.get('level')} glitches {wire.get('glitches')}"
-                 if wire else "")
+        if "device" in wire:  # a Modbus input
+            bit = "-" if wire.get("bit") is None else wire["bit"]
+            extra = f" bit {bit} {wire['contact']} module {wire['device']} {wire['device_state']}"
+        elif wire:
+            extra = f" level {wire.get('level')} glitches {wire.get('glitches')}"
+        else:
+            extra = ""
         print(f"  {p['id']:<16} {p['kind']:<7} {p['source']:<9} {state:<7}{extra}"
               f"  {p['name']}")
 
@@ -204,6 +213,11 @@ def cmd_test_alarm(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    if args.action == "modbus-fault":
+        return _sim_modbus_fault(cfg, args)
+    if args.mode is not None:
+        print(f"alarmgw sim {args.action}: unexpected argument {args.mode!r}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         res = _control(cfg, {"cmd": "sim", "action": args.action, "input": args.input})
     except ServiceNotRunningError as exc:
@@ -231,6 +245,199 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     return run_demo(config=Path(args.config) if args.config else None, duration=args.duration)
+
+
+def _sim_modbus_fault(cfg: Config, args: argparse.Namespace) -> int:
+    if args.mode not in SIM_FAULT_MODES:
+        print(f"alarmgw sim modbus-fault {args.input}: give a mode: {', '.join(SIM_FAULT_MODES)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    req = {"cmd": "sim", "action": "modbus-fault", "device": args.input, "mode": args.mode,
+           "count": args.count, "code": args.code, "period_s": args.period,
+           "delay_s": args.delay}
+    try:
+        res = _control(cfg, req)
+    except ServiceNotRunningError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    scope = "" if res.get("count") is None else f" for the next {res['count']} requests"
+    print(f"simulated module {res['device']}: {res['mode']}{scope}")
+    return EXIT_OK
+
+
+# -- Modbus and outputs -----------------------------------------------------------------
+
+SIM_FAULT_MODES = ("ok", "silent", "bad-crc", "exception", "wrong-unit", "flap", "slow")
+
+
+def _modbus_summary(cfg: Config) -> dict[str, Any]:
+    from gateway.config_modbus import cycle_wire_s, plan_reads
+
+    buses = []
+    for b in cfg.modbus.buses:
+        blocks = plan_reads(cfg.modbus.points, [d for d in cfg.modbus.devices if d.bus == b.id])
+        buses.append({"id": b.id, "type": b.type, "where": b.where, "timeout_ms": b.timeout_ms,
+                      "poll_interval_ms": b.poll_interval_ms, "requests_per_cycle": len(blocks),
+                      "cycle_wire_ms": round(cycle_wire_s(b, blocks) * 1000, 1)})
+    return {
+        "modbus": {"simulator": cfg.modbus.simulator, "buses": buses,
+                   "devices": [{"id": d.id, "bus": d.bus, "unit": d.unit, "name": d.name}
+                               for d in cfg.modbus.devices]},
+        "outputs": [{"id": o.id, "source": o.source, "name": o.name} for o in cfg.outputs],
+        "links": [{"inputs": list(k.inputs), "outputs": list(k.outputs), "for_s": k.for_s,
+                   "until": k.until, "drill": k.drill} for k in cfg.links],
+    }
+
+
+def _print_modbus_config(cfg: Config) -> None:
+    from gateway.config_modbus import cycle_wire_s, plan_reads
+
+    m = cfg.modbus
+    if m.buses:
+        print(f"  modbus    {'SIMULATED modules (hw_sim); ' if m.simulator else ''}faulty after"
+              f" {m.fail_after} failed requests, probed every {m.probe_interval_s:g} s")
+    for b in m.buses:
+        devices = [d for d in m.devices if d.bus == b.id]
+        blocks = plan_reads(m.points, devices)
+        wire_ms = cycle_wire_s(b, blocks) * 1000
+        cycle = (f", {wire_ms:.1f} ms on the wire per cycle; a press is seen within about"
+                 f" {max(b.poll_interval_ms, wire_ms) + wire_ms:.0f} ms") if b.type == "rtu" \
+            else ""
+        where = ("a free loopback port (simulated)" if m.simulator and b.type == "tcp"
+                 else b.where)
+        print(f"  bus       {b.id:<16} {b.type:<3} {where}  timeout {b.timeout_ms} ms, poll"
+              f" every {b.poll_interval_ms} ms; {len(blocks)} request(s) per cycle{cycle}")
+        for d in devices:
+            reads = ", ".join(k.label for k in blocks if k.device == d.id) or "nothing to read"
+            print(f"  module    {d.id:<16} unit {d.unit:<3} on {d.bus}  reads {reads}  {d.name}"
+                  + (f" @ {d.location}" if d.location else ""))
+    for p in m.points:
+        print(f"  input     {p.id:<16} {p.kind:<7} {p.source}  {p.contact} (active at"
+              f" {int(p.active_value)}) debounce {p.debounce_ms} ms  {p.name}"
+              + (f" @ {p.location}" if p.location else ""))
+    for o in cfg.outputs:
+        print(f"  output    {o.id:<16} {o.source}"
+              + (f" active-{o.active_level}" if o.gpio is not None else "")
+              + f"  {o.name}" + (f" @ {o.location}" if o.location else ""))
+    for k in cfg.links:
+        hold = f"for {k.for_s:g} s" if k.for_s is not None else f"until {k.until}"
+        print(f"  link      {', '.join(k.inputs)} -> {', '.join(k.outputs)} {hold}"
+              + (" (drills too)" if k.drill else ""))
+
+
+def _print_outputs(outputs: list[dict[str, Any]]) -> None:
+    from gateway.diagnostics import output_lines
+
+    lines = output_lines(outputs)
+    if lines:
+        print("\n".join(lines))
+
+
+def cmd_modbus_scan(args: argparse.Namespace) -> int:
+    from gateway.config_modbus import rtu_char_s
+    from gateway.drivers.modbus import (
+        FrameRing,
+        Link,
+        ScanResult,
+        make_link,
+        parse_units,
+        scan,
+    )
+
+    ring = FrameRing()
+    link: Link
+    timeout_ms = args.timeout_ms
+    default_units = "1-32"
+    if args.bus:
+        cfg = _load(args)
+        try:
+            bus = cfg.modbus.bus(args.bus)
+        except KeyError:
+            known = ", ".join(b.id for b in cfg.modbus.buses) or "none"
+            print(f"no bus {args.bus!r} in {cfg.path} (buses: {known})", file=sys.stderr)
+            return EXIT_USAGE
+        link = make_link(bus, ring)
+        timeout_ms = timeout_ms or bus.timeout_ms
+        if bus.type == "tcp":
+            default_units = "1,255"
+    elif args.port:
+        from gateway.config_modbus import BusSettings
+
+        bus = BusSettings(id=args.port, type="rtu", port=args.port, baud=args.baud,
+                          parity=args.parity, stopbits=args.stopbits, host="", tcp_port=0,
+                          timeout_ms=timeout_ms or 100, poll_interval_ms=0)
+        link = make_link(bus, ring)
+        timeout_ms = timeout_ms or max(100, round(40 * rtu_char_s(args.baud, args.parity,
+                                                                  args.stopbits) * 1000))
+    else:
+        from gateway.config_modbus import BusSettings
+
+        bus = BusSettings(id=args.host, type="tcp", port="", baud=0, parity="N", stopbits=1,
+                          host=args.host, tcp_port=args.tcp_port, timeout_ms=timeout_ms or 300,
+                          poll_interval_ms=0)
+        link = make_link(bus, ring)
+        timeout_ms = timeout_ms or 300
+        default_units = "1,255"
+    try:
+        units = parse_units(args.units or default_units)
+    except ValueError as exc:
+        print(f"--units: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def show(r: ScanResult) -> None:
+        if args.json:
+            return
+        mark = "FOUND" if r.present else "  -  "
+        rtt = f"{r.rtt_ms:6.1f} ms" if r.rtt_ms is not None else " " * 9
+        if r.present or r.result != "timeout":
+            print(f"  unit {r.unit:<3} {mark}  {rtt}  {r.detail}", flush=True)
+
+    if not args.json:
+        print(f"scanning {link.where} for units {args.units or default_units}, {timeout_ms} ms"
+              " per unit ...", flush=True)
+    try:
+        results = scan(link, units, timeout_ms / 1000, show)
+    finally:
+        link.close()
+    found = [r.unit for r in results if r.present]
+    if args.json:
+        _print_json({"where": link.where, "timeout_ms": timeout_ms, "found": found,
+                     "results": [vars(r) for r in results]})
+    elif found:
+        print(f"{len(found)} unit(s) answer on {link.where}: {', '.join(map(str, found))}")
+    else:
+        garbled = [r for r in results if r.result in ("crc", "malformed", "wrong_unit")]
+        hint = (" (some replies were garbled: check the baud rate, parity and A/B wiring)"
+                if garbled else " (check the baud rate, the A/B wiring, the modules' power"
+                " and that the units are in the range asked)")
+        print(f"no unit answers on {link.where}{hint}")
+    return EXIT_OK if found else EXIT_FAIL
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    try:
+        outputs = _control(cfg, {"cmd": "outputs"})
+    except ServiceNotRunningError as exc:
+        return _not_running(cfg, args, exc)
+    if args.json:
+        _print_json(outputs)
+    elif not outputs:
+        print("no [[outputs]] in the config")
+    else:
+        _print_outputs(outputs)
+    return EXIT_OK
+
+
+def cmd_output(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    try:
+        o = _control(cfg, {"cmd": "output", "output": args.output, "action": args.action,
+                           "for_s": args.for_s, "by": f"alarmgw output (uid {os.getuid()})"})
+    except ServiceNotRunningError as exc:
+        return _not_running(cfg, args, exc)
+    _print_outputs([o])
+    return EXIT_OK if o["state"] == "ok" else EXIT_FAIL
 
 
 def _not_running(cfg: Config, args: argparse.Namespace, exc: ServiceNotRunningError) -> int:
@@ -289,8 +496,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drills", cmd_drills, "each drill's timeline and durations", json_flag=True)
     p.add_argument("--limit", type=int, default=20, help="drills to list (default 20)")
     p = add("sim", cmd_sim, "drive the simulated hardware of a service on the simulator")
-    p.add_argument("action", choices=("press", "release", "bounce"))
-    p.add_argument("input", help="input id")
+    p.add_argument("action", choices=("press", "release", "bounce", "modbus-fault"),
+                   help="press, release or bounce an input; modbus-fault MODULE MODE breaks a"
+                   " simulated Modbus module")
+    p.add_argument("input", help="input id (modbus-fault: the module's id)")
+    p.add_argument("mode", nargs="?", help="modbus-fault: " + ", ".join(SIM_FAULT_MODES))
+    p.add_argument("--count", type=int, help="modbus-fault: only the next N requests")
+    p.add_argument("--code", type=int, help="modbus-fault exception: the exception code"
+                   " (default 4, server device failure)")
+    p.add_argument("--period", type=float, help="modbus-fault flap: seconds per silent +"
+                   " answering cycle (default 2)")
+    p.add_argument("--delay", type=float, help="modbus-fault slow: extra seconds per reply"
+                   " (default 0.5)")
+    p = add("modbus-scan", cmd_modbus_scan, "find the Modbus units that answer on a bus",
+            json_flag=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="serial port of an RS-485 bus, e.g. /dev/ttyUSB0")
+    where.add_argument("--host", help="address of a Modbus TCP module or gateway")
+    where.add_argument("--bus", help="a bus of the config, by id (stop the service first if"
+                       " it is an RS-485 bus)")
+    p.add_argument("--baud", type=int, default=9600, help="RS-485 baud rate (default 9600)")
+    p.add_argument("--parity", choices=("N", "E", "O"), default="N",
+                   help="RS-485 parity (default N)")
+    p.add_argument("--stopbits", type=int, choices=(1, 2), default=1,
+                   help="RS-485 stop bits (default 1)")
+    p.add_argument("--tcp-port", type=int, default=502, help="Modbus TCP port (default 502)")
+    p.add_argument("--units", default=None,
+                   help="unit ids to ask, e.g. 1-32 or 1,3,5-7 (default 1-32; TCP: 1 and 255)")
+    p.add_argument("--timeout-ms", type=int, default=None,
+                   help="reply timeout per unit in ms (default 100; the bus's with --bus)")
+    add("outputs", cmd_outputs, "every output, its state and what holds it on", json_flag=True)
+    p = add("output", cmd_output, "switch an output by hand: on (for a time or until off), off")
+    p.add_argument("output", help="output id from the config")
+    p.add_argument("action", choices=("on", "off"), help="off also ends every link's hold")
+    p.add_argument("--for", dest="for_s", type=float, default=None, metavar="SECONDS",
+                   help="on: switch off again after this many seconds")
     p = add("demo", cmd_demo, "the whole system on the simulator: broker, gateway, platform")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")

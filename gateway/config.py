@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from gateway.config_modbus import ModbusSettings, parse_modbus
+from gateway.config_outputs import LinkSettings, OutputSettings, parse_outputs
 from gateway.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/alarmgw/config.toml")
 
-InputKind = Literal["panic", "tamper"]
+InputKind = Literal["panic", "tamper", "input"]
 Contact = Literal["NO", "NC"]
 Pull = Literal["up", "down", "off"]
 Level = Literal["low", "high"]
@@ -125,7 +127,10 @@ class GpioSettings:
 
 @dataclass(frozen=True)
 class InputSettings:
-    """One wired input: a panic button or a tamper contact on a GPIO pin."""
+    """One wired input on a GPIO pin: a panic button, a tamper contact or a plain input.
+
+    (Inputs on Modbus modules are `[[inputs]]` with a `modbus` key; they are in
+    `Config.modbus.points`.)"""
 
     id: str
     name: str
@@ -154,6 +159,15 @@ class CommandSettings:
     """A command issued longer ago than this is refused, in seconds."""
     max_future_s: float
     """A command issued further ahead of our clock than this is refused, in seconds."""
+    ack_lamp: str | None = None
+    """Output lit by a platform ack of any point without its own lamp."""
+    ack_lamps: tuple[tuple[str, str], ...] = ()
+    """(input id, output id): the acknowledgement lamp of that input."""
+    ack_lamp_s: float | None = 300.0
+    """How long an ack lamp stays lit, in seconds; None until switched off by hand."""
+
+    def lamp_for(self, point_id: str) -> str | None:
+        return dict(self.ack_lamps).get(point_id, self.ack_lamp)
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,11 @@ class Config:
     health: HealthSettings
     gpio: GpioSettings
     inputs: tuple[InputSettings, ...]
+    """The GPIO inputs."""
+    modbus: ModbusSettings = field(default_factory=ModbusSettings)
+    """Modbus buses, modules and the inputs on them."""
+    outputs: tuple[OutputSettings, ...] = ()
+    links: tuple[LinkSettings, ...] = ()
     commands: CommandSettings | None = None
     """None: no [commands] table, the gateway does not subscribe to commands."""
     escalation: EscalationSettings | None = None
@@ -392,8 +411,8 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     """Validate an already-parsed TOML document."""
     root = _Table(path, "", raw)
 
-    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs", "commands",
-                "escalation")
+    root.expect("gateway", "broker", "store", "clock", "health", "gpio", "inputs", "modbus",
+                "outputs", "links", "commands", "escalation")
     gw = root.table("gateway", required=True)
     assert gw is not None
     gw.expect("site", "id", "state_dir", "runtime_dir")
@@ -425,15 +444,37 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
         debounce_ms=gpio_t.integer("debounce_ms", 30, min=0, max=5000),
     )
     gpio_t.done()
-    inputs = _parse_inputs(root, gpio)
+    modbus_tables: list[_Table] = []
+    inputs = _parse_inputs(root, gpio, modbus_tables)
+    taken = {i.id: f"inputs ({i.id})" for i in inputs}
+    modbus = parse_modbus(root, modbus_tables, taken)
+    outputs, links = parse_outputs(root, inputs, modbus, taken)
     cmd_t = root.table("commands")
     commands = _parse_commands(cmd_t) if cmd_t is not None else None
     esc_t = root.table("escalation")
     escalation = _parse_escalation(esc_t) if esc_t is not None else None
+    output_ids = {o.id for o in outputs}
+    if commands is not None:
+        known = ", ".join(sorted(output_ids)) or "none configured"
+        if commands.ack_lamp is not None and commands.ack_lamp not in output_ids:
+            raise ConfigError(path, "commands.ack_lamp", f"{commands.ack_lamp!r} is not an output"
+                              f" id (outputs: {known})")
+        point_ids = {i.id for i in inputs} | {p.id for p in modbus.points}
+        for point_id, lamp in commands.ack_lamps:
+            if point_id not in point_ids:
+                raise ConfigError(path, f"commands.ack_lamps.{point_id}", "not an input id")
+            if lamp not in output_ids:
+                raise ConfigError(path, f"commands.ack_lamps.{point_id}", f"{lamp!r} is not an"
+                                  f" output id (outputs: {known})")
+    if escalation is not None and escalation.sounder is not None and \
+            escalation.sounder not in {o.id for o in outputs}:
+        known = ", ".join(o.id for o in outputs) or "none configured"
+        raise ConfigError(path, "escalation.sounder", f"{escalation.sounder!r} is not an output"
+                          f" id (outputs: {known})")
     root.done()
     return Config(path=path, gateway=gateway, broker=broker, store=store, clock=clock,
-                  health=health, gpio=gpio, inputs=inputs, commands=commands,
-                  escalation=escalation)
+                  health=health, gpio=gpio, inputs=inputs, modbus=modbus, outputs=outputs,
+                  links=links, commands=commands, escalation=escalation)
 
 
 _PHONE = re.compile(r"^\+?[0-9]{3,20}$")
@@ -490,7 +531,8 @@ def _parse_escalation(t: _Table) -> EscalationSettings:
 
 
 def _parse_commands(t: _Table) -> CommandSettings:
-    t.expect("key_file", "require_signature", "max_age_s", "max_future_s")
+    t.expect("key_file", "require_signature", "max_age_s", "max_future_s", "ack_lamp",
+             "ack_lamps", "ack_lamp_s")
     require = t.flag("require_signature", True)
     key_file = t.opt_path("key_file")
     key: bytes | None = None
@@ -511,11 +553,21 @@ def _parse_commands(t: _Table) -> CommandSettings:
         raise t.error("key_file", "missing: commands must be signed; give the platform's"
                       " per-gateway key file, or set require_signature = false (not for"
                       " production)")
+    lamps_t = t.table("ack_lamps")
+    lamps: list[tuple[str, str]] = []
+    if lamps_t is not None:
+        for point_id in lamps_t.data:
+            lamps.append((point_id, lamps_t.text(point_id)))
+        lamps_t.done()
+    lamp_s: float | None = t.number("ack_lamp_s", 300.0, min=0.0, max=86400.0)
     settings = CommandSettings(
         key=key,
         require_signature=require,
         max_age_s=t.number("max_age_s", 40.0, min=1.0, max=3600.0),
         max_future_s=t.number("max_future_s", 20.0, min=0.0, max=3600.0),
+        ack_lamp=t.opt_str("ack_lamp"),
+        ack_lamps=tuple(lamps),
+        ack_lamp_s=lamp_s or None,
     )
     t.done()
     return settings
@@ -648,7 +700,9 @@ _ACTIVE_LEVEL: dict[tuple[str, str], Level] = {
 }
 
 
-def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]:
+def _parse_inputs(root: _Table, gpio: GpioSettings, modbus_tables: list[_Table] | None = None
+                  ) -> tuple[InputSettings, ...]:
+    """The GPIO inputs; tables with a `modbus` key go to `modbus_tables` (config_modbus)."""
     tables = root.array_of_tables("inputs")
     if not tables:
         raise ConfigError(root.path, "inputs", "missing: configure at least one [[inputs]]")
@@ -656,13 +710,19 @@ def _parse_inputs(root: _Table, gpio: GpioSettings) -> tuple[InputSettings, ...]
     ids: dict[str, str] = {}
     pins: dict[int, str] = {}
     for t in tables:
+        if "modbus" in t.data and modbus_tables is not None:
+            modbus_tables.append(t)
+            continue
         t.expect("id", "name", "location", "kind", "gpio", "contact", "pull", "active_level",
                  "debounce_ms")
         point_id = t.text("id", pattern=_POINT_ID, required=True)
         if point_id in ids:
             raise t.error("id", f"{point_id!r} is already used by {ids[point_id]}")
         ids[point_id] = t.prefix
-        kind: InputKind = t.choice("kind", ("panic", "tamper"))
+        kind: InputKind = t.choice("kind", ("panic", "tamper", "input"))
+        if "gpio" not in t.data:
+            raise t.error("gpio", "missing: say where the input is wired, gpio = N (a BCM pin)"
+                          " or modbus = { device = \"io1\", table = \"di\", address = 0 }")
         pin = t.integer("gpio", None, min=-(1 << 31), max=1 << 31)
         if pin not in _GPIO_PINS:
             raise t.error("gpio", f"pin {pin} is not a usable GPIO: use a BCM number from 2 to"

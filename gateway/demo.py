@@ -19,10 +19,14 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, load_config
 from gateway.control import request
 from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
+
+if TYPE_CHECKING:
+    from hw_sim.platform import PlatformConsole
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = REPO_ROOT / "examples" / "sim.toml"
@@ -123,6 +127,8 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         print(f"demo: releasing {panic.id}", flush=True)
         request(sock, {"cmd": "sim", "action": "release", "input": panic.id})
         console.wait_for(lambda c: bool(c.events_of("restore", panic.id)), 10.0)
+        if not _demo_modbus(cfg, sock, console):
+            return 1
         me = f"{sys.argv[0] if sys.argv[0].endswith('alarmgw') else 'alarmgw'} -c {cfg_path}"
         print("demo: the system keeps running. In another terminal try:\n"
               f"    {me} status\n"
@@ -161,3 +167,26 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
                   f" {console.gaps() or 'none'}", flush=True)
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _demo_modbus(cfg: Config, sock: Path, console: PlatformConsole) -> bool:
+    """Press and release a button on a simulated Modbus module; False if its alarm is lost."""
+    panic = next((p for p in cfg.modbus.points if p.kind == "panic"), None)
+    if panic is None:
+        return True
+    print(f"demo: pressing {panic.id} ({panic.name}) on Modbus module {panic.device}"
+          f" ({panic.source})", flush=True)
+    request(sock, {"cmd": "sim", "action": "press", "input": panic.id})
+    if not console.wait_for(lambda c: bool(c.events_of("alarm", panic.id)), 10.0):
+        print("demo: FAILED: the Modbus alarm did not reach the platform in 10 s",
+              file=sys.stderr)
+        return False
+    print(f"demo: releasing {panic.id}", flush=True)
+    request(sock, {"cmd": "sim", "action": "release", "input": panic.id})
+    console.wait_for(lambda c: bool(c.events_of("restore", panic.id)), 10.0)
+    device = cfg.modbus.device(panic.device)
+    print("demo: Modbus modules are simulated too; try:\n"
+          f"    alarmgw -c {cfg.path} sim press {panic.id}\n"
+          f"    alarmgw -c {cfg.path} sim modbus-fault {device.id} silent   (then: ok)\n"
+          f"    alarmgw -c {cfg.path} outputs", flush=True)
+    return True

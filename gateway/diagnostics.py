@@ -132,7 +132,7 @@ def running_extras(service: Service, doc: dict[str, Any]) -> dict[str, Any]:
 
     cfg = service.config
     doc["versions"] = versions()
-    doc["outputs"] = []  # no outputs are configurable in this version
+    doc.setdefault("outputs", [])
     doc["queue"]["oldest_waiting"] = oldest_waiting(doc["queue"]["lanes"])
     doc["clock"].update(clock_info(service.clock, cfg))
     if service.clockwatch is not None:
@@ -283,6 +283,55 @@ def _disk_line(disk: dict[str, Any]) -> str:
     return f"disk:    {free / 1e6:.0f} MB free on {disk['path']}{tail}"
 
 
+def modbus_lines(buses: list[dict[str, Any]], frames: int = 6) -> list[str]:
+    lines: list[str] = []
+    if not buses:
+        return []
+    lines.append("modbus:")
+    for b in buses:
+        c = b["counters"]
+        link = {"up": "UP", "down": "DOWN", "closed": "not open yet"}.get(b["link"], b["link"])
+        rtt = (f"rtt mean {c['rtt_mean_ms']} ms max {c['rtt_max_ms']} ms"
+               if c["rtt_mean_ms"] is not None else "no replies yet")
+        lines.append(
+            f"  {b['id']:<10} {b['type']} {b['where']}  {link}  cycle {c['last_cycle_ms']} ms"
+            f" (max {c['max_cycle_ms']}, interval {b['poll_interval_ms']})  requests"
+            f" {c['requests']}  timeouts {c['timeouts']}  crc {c['crc_errors']}  exceptions"
+            f" {c['exceptions']}  wrong unit {c['wrong_unit']}  malformed {c['malformed']}"
+            f"  {rtt}")
+        if b.get("link_error"):
+            lines.append(f"             {b['link_error']}")
+        for d in b["devices"]:
+            err = f"  last error: {d['last_error']}" if d["state"] != "ok" and d["last_error"] \
+                else ""
+            lines.append(
+                f"    {d['id']:<14} unit {d['unit']:<3} {d['state'].upper():<8} requests"
+                f" {d['requests']} failures {d['failures']}  {d['name']}{err}")
+        if b["frames"]:
+            lines.append("    last frames:")
+            for f in b["frames"][-frames:]:
+                unit = "-" if f["unit"] is None else f["unit"]
+                lines.append(
+                    f"      {-f['ago_ms']:>9.1f} ms  {f['dir']}  unit {unit:<3} {f['hex']:<32}"
+                    f"  {f['note']}")
+    return lines
+
+
+def output_lines(outputs: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    if not outputs:
+        return []
+    lines.append("outputs:")
+    for o in outputs:
+        state = ("ON" if o["on"] else "off") + ("" if o["state"] == "ok" else
+                                                 f" ({o['state'].upper()})")
+        held = "; ".join(f"{h['by']} ({h['until']})" for h in o["held_by"])
+        err = f"  last error: {o['last_error']}" if o["state"] == "faulty" else ""
+        lines.append(f"  {o['id']:<16} {o['source']:<22} {state:<12} {o['name']}"
+              + (f"  held by {held}" if held else "") + err)
+    return lines
+
+
 def _police_lines(police: dict[str, Any]) -> list[str]:
     cmds = police.get("commands")
     if cmds is None:
@@ -339,8 +388,9 @@ def render_status(st: dict[str, Any]) -> list[str]:
         lines.append(_versions_line(st["versions"]))
     lines.append("inputs:")
     lines += input_lines(st["inputs"])
+    lines += modbus_lines(st.get("modbus") or [])
     outputs = st.get("outputs") or []
-    lines.append("outputs: " + ("none configured" if not outputs else ""))
+    lines += output_lines(outputs) if outputs else ["outputs: none configured"]
     return lines
 
 

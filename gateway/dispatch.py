@@ -188,7 +188,8 @@ class CommandDispatcher:
                "operator": operator, "received_at": received_at}
         log.warning("ALARM ACKNOWLEDGED by the platform: event seq %d (%s of %s) by %s",
                     seq, etype, point_id, operator)
-        result = dict(ack)
+        result: dict[str, Any] = dict(ack)
+        result["lamp"] = None
         for fn in self.ack_listeners:
             try:
                 result.update(fn(event_id, point_id, ack))

@@ -49,6 +49,58 @@ class HardwareError(GatewayError, OSError):
     """A driver could not open or use its hardware."""
 
 
+class ModbusError(HardwareError):
+    """A Modbus request failed.
+
+    `bus` is the bus id from the config (or the port/host for a scan), `unit` the
+    unit id asked (None for the bus itself) and `kind` what went wrong, one of
+    "timeout", "crc", "exception", "wrong_unit", "malformed", "link".
+    """
+
+    kind = "error"
+
+    def __init__(self, bus: str, unit: int | None, message: str) -> None:
+        self.bus = bus
+        self.unit = unit
+        super().__init__(message)
+
+
+class ModbusTimeoutError(ModbusError, TimeoutError):
+    """The unit did not answer within the timeout."""
+
+    kind = "timeout"
+
+
+class ModbusFrameError(ModbusError):
+    """A reply arrived but cannot be used: bad CRC, from another unit, or malformed."""
+
+    def __init__(self, bus: str, unit: int | None, kind: str, message: str,
+                 frame: bytes = b"") -> None:
+        self.kind = kind
+        self.frame = frame
+        super().__init__(bus, unit, message)
+
+
+class ModbusExceptionReplyError(ModbusError):
+    """The unit answered with a Modbus exception code (`code`)."""
+
+    kind = "exception"
+
+    def __init__(self, bus: str, unit: int | None, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(bus, unit, message)
+
+
+class ModbusLinkError(ModbusError, ConnectionError):
+    """The serial port cannot be opened or used, or the TCP module cannot be reached."""
+
+    kind = "link"
+
+
+class OutputError(HardwareError):
+    """An output (a GPIO pin or a Modbus coil) could not be switched."""
+
+
 class ControlError(GatewayError, ConnectionError):
     """The local control socket could not be reached or answered an error."""
 

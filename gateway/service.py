@@ -30,14 +30,17 @@ from gateway.diagnostics import running_extras
 from gateway.dispatch import CommandDispatcher
 from gateway.drills import DrillLog
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
+from gateway.drivers.modbus import ModbusInputs
 from gateway.drivers.modem import Modem
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
 from gateway.escalation import Escalation
 from gateway.events import PROTOCOL_VERSION, Point
 from gateway.inputwatch import InputFeed
+from gateway.outputs import Outputs
 from gateway.store import Outbox, Row
 from gateway.systemd_link import SystemdLink
+from gateway.uplink.commands import Command, Refusal
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
 
@@ -59,9 +62,11 @@ class Service:
     """One running gateway."""
 
     def __init__(self, config: Config, *, pin_factory: Any | None = None,
-                 sim: Any | None = None) -> None:
+                 sim: Any | None = None, modbus_sim: Any | None = None) -> None:
         """`pin_factory`: a gpiozero pin factory to use instead of the configured backend;
-        `sim`: the hw_sim SimPanel wired to that factory (tests set contacts before start)."""
+        `sim`: the hw_sim SimPanel wired to that factory (tests set contacts before start);
+        `modbus_sim`: a started hw_sim SimModbus to use (and not stop) when the config
+        says `modbus.simulator = true`."""
         self.config = config
         self.clock = Clock(config.clock.sync_source)
         self.started_at = utc_iso(time.time_ns())
@@ -76,9 +81,6 @@ class Service:
         self.drills: DrillLog | None = None
         self.escalation: Escalation | None = None
         self.modem: Modem | None = None
-        self.output_setter: Callable[[str, bool, float | None], None] | None = None
-        """Switches a configured output (id, on, duration in seconds); set by the outputs
-        feature, None while none are configured."""
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
@@ -87,6 +89,10 @@ class Service:
         self.clockwatch: ClockWatch | None = None
         self.input_feed = InputFeed()
         """Live input changes and glitches for `alarmgw inputs --watch`."""
+        self.modbus: ModbusInputs | None = None
+        self.modbus_sim: Any | None = modbus_sim
+        self._own_modbus_sim = modbus_sim is None
+        self.outputs: Outputs | None = None
         self._own_factory = pin_factory is None
         self._stopped = threading.Event()
         self._listeners: list[Callable[[Committed], None]] = []
@@ -100,12 +106,16 @@ class Service:
             "sim": self._control_sim,
             "drills": lambda req: self.outbox.drills(int(req.get("limit", 100))),
             "input-watch": self._control_input_watch,
+            "outputs": lambda req: self.outputs.status() if self.outputs else [],
+            "output": self._control_output,
         }
         """Control socket commands by name; features add theirs."""
 
     def points(self) -> list[Point]:
         """Every configured input, as the engine knows it."""
-        return [Point(i.id, i.name, i.location, i.kind, i.source) for i in self.config.inputs]
+        return ([Point(i.id, i.name, i.location, i.kind, i.source) for i in self.config.inputs]
+                + [Point(p.id, p.name, p.location, p.kind, p.source)
+                   for p in self.config.modbus.points])
 
     def add_listener(self, fn: Callable[[Committed], None]) -> None:
         """Call `fn` in the engine thread after every commit (it must not block)."""
@@ -139,8 +149,6 @@ class Service:
             self.add_listener(self.commands.on_committed)
             self.commands.ack_listeners.append(self.drills.on_ack)
             self.commands.start()
-        if cfg.escalation is not None:
-            self._start_escalation(cfg.escalation)
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s,
                              on_command=self.commands.submit if self.commands else None,
@@ -152,9 +160,17 @@ class Service:
             from hw_sim.gpio import SimPanel
 
             self.sim = SimPanel(self.pin_factory, cfg.inputs)
+        self._start_modbus_and_outputs()
+        self._link_commands_to_outputs()
+        if cfg.escalation is not None:
+            # After the outputs (its sounder) and before the inputs (a latched alarm
+            # found at start must be watched for its ack like any other).
+            self._start_escalation(cfg.escalation)
         self.gpio = GpioInputs(cfg.inputs, self.pin_factory, self.engine.door,
                                on_glitch=self.input_feed.record_glitch)
         self.gpio.start()
+        if self.modbus is not None:
+            self.modbus.start()
         self.clockwatch = ClockWatch(self.clock, self.engine.door,
                                      fault_after_s=cfg.clock.unsynced_fault_s)
         self.clockwatch.start()
@@ -163,7 +179,8 @@ class Service:
         self.systemd = SystemdLink(self)
         self.systemd.start()
         log.info("alarmgw %s started: site %s gateway %s, %d inputs, broker %s:%d%s", __version__,
-                 cfg.gateway.site, cfg.gateway.id, len(cfg.inputs), cfg.broker.host,
+                 cfg.gateway.site, cfg.gateway.id, len(cfg.inputs) + len(cfg.modbus.points),
+                 cfg.broker.host,
                  cfg.broker.port, "" if cfg.broker.tls else " (PLAINTEXT, loopback only)")
 
     def _take_lock(self) -> None:
@@ -206,6 +223,7 @@ class Service:
         if self.modem is not None:
             self.modem.close()
             self.modem = None
+        self._stop_modbus_and_outputs()
         if self.engine is not None:
             self.engine.stop()
         if self.uplink is not None:
@@ -238,6 +256,37 @@ class Service:
 
     # -- glue --------------------------------------------------------------
 
+    def _link_commands_to_outputs(self) -> None:
+        """The platform's `ack` lights the point's lamp; its `output` command switches one."""
+        commands, outputs, settings = self.commands, self.outputs, self.config.commands
+        if commands is None or outputs is None or settings is None:
+            return
+
+        def light_lamp(event_id: str, point_id: str, ack: dict[str, Any]) -> dict[str, Any]:
+            lamp = settings.lamp_for(point_id)
+            if lamp is None:
+                return {"lamp": None}
+            outputs.set(lamp, True, settings.ack_lamp_s, by=f"platform ack by {ack['operator']}")
+            # On the commands thread, never the engine's: wait for the wire to say so.
+            applied = outputs.wait_applied(lamp, 2.0)
+            return {"lamp": lamp, "lamp_on": applied and outputs.status_of(lamp)["on"]}
+
+        def switch(cmd: Command) -> dict[str, Any]:
+            output = str(cmd.args["output"])
+            if output not in {o.id for o in self.config.outputs}:
+                known = ", ".join(o.id for o in self.config.outputs)
+                raise Refusal("bad_args", f"no output {output!r} (outputs: {known})", cmd.id,
+                              cmd.op)
+            duration = cmd.args.get("duration_s")
+            outputs.set(output, bool(cmd.args["on"]),
+                        float(duration) if duration is not None else None,
+                        by=f"platform command {cmd.id}")
+            outputs.wait_applied(output, 2.0)
+            return outputs.status_of(output)
+
+        commands.ack_listeners.insert(0, light_lamp)
+        commands.handlers["output"] = switch
+
     def _start_escalation(self, settings: EscalationSettings) -> None:
         send_sms: Callable[[str, str], None] | None = None
         if settings.modem_port is not None:
@@ -251,14 +300,17 @@ class Service:
                 if not modem.is_open:
                     modem.open()
                 modem.send_sms(number, text)
-        if settings.sounder is not None and self.output_setter is None:
-            log.warning("escalation.sounder = %r, but no outputs are configured: escalation"
-                        " will send SMS only", settings.sounder)
+        set_output: Callable[[str, bool, float | None], None] | None = None
+        if self.outputs is not None:
+            outputs = self.outputs
+
+            def set_output(output_id: str, on: bool, duration_s: float | None) -> None:
+                outputs.set(output_id, on, duration_s, by="escalation")
         assert self.engine is not None
         self.escalation = Escalation(
             settings, engine=self.engine, points={p.id: p for p in self.points()},
             uplink_connected=lambda: bool(self.uplink and self.uplink.state()["connected"]),
-            set_output=self.output_setter, send_sms=send_sms, site=self.config.gateway.site,
+            set_output=set_output, send_sms=send_sms, site=self.config.gateway.site,
             gateway=self.config.gateway.id)
         self.add_listener(self.escalation.on_committed)
         if self.commands is not None:
@@ -329,6 +381,8 @@ class Service:
         assert self.engine is not None
         points = self.engine.call(self.engine.points_status).result(5.0)
         gpio_status = {s["id"]: s for s in (self.gpio.status() if self.gpio else [])}
+        if self.modbus is not None:
+            gpio_status.update({s["id"]: s for s in self.modbus.point_status()})
         for p in points:
             p["wire"] = gpio_status.get(p["id"])
         stats = self.outbox.stats()
@@ -351,7 +405,9 @@ class Service:
             "disk": {"path": str(self.config.gateway.state_dir),
                      "free_bytes": _disk_free(self.config.gateway.state_dir)},
             "inputs": points,
-            "simulator": self.sim is not None,
+            "simulator": self.sim is not None or self.modbus_sim is not None,
+            "modbus": self.modbus_status(),
+            "outputs": self.outputs.status() if self.outputs else [],
             "police": self.police_status(),
         })
 
@@ -399,6 +455,12 @@ class Service:
         return self.input_feed.read(int(after), float(req.get("wait_s", 5.0)))
 
     def _control_sim(self, req: dict[str, Any]) -> Any:
+        if self.modbus_sim is not None and (req.get("action") == "modbus-fault" or
+                                            self.modbus_sim.has_point(str(req.get("input")))):
+            return self._control_modbus_sim(req)
+        if req.get("action") == "modbus-fault":
+            raise ValueError("this gateway has no simulated Modbus modules (modbus.simulator is"
+                             " not true)")
         if self.sim is None:
             raise ValueError("this gateway is not running on the simulator"
                              " (gpio.backend is not \"mock\")")
@@ -413,6 +475,88 @@ class Service:
         else:
             raise ValueError(f"unknown sim action {action!r} (press, release, bounce)")
         return {"input": point, "active": self.sim.is_active(point)}
+
+    # -- Modbus and outputs --------------------------------------------------------
+
+    def _start_modbus_and_outputs(self) -> None:
+        """The Modbus driver (started after the GPIO inputs) and the outputs (started now,
+        so that an alarm found at start already drives its links)."""
+        cfg = self.config
+        assert self.engine is not None
+        if cfg.modbus.buses:
+            endpoints = None
+            if cfg.modbus.simulator:
+                if self.modbus_sim is None:
+                    from hw_sim.modbus import SimModbus
+
+                    self.modbus_sim = SimModbus(cfg.modbus, cfg.outputs)
+                    self.modbus_sim.start()
+                endpoints = self.modbus_sim.endpoints()
+            self.modbus = ModbusInputs(cfg.modbus, self.engine.door, endpoints=endpoints)
+        if cfg.outputs:
+            modbus = self.modbus
+
+            def coil_wait_s(device: str) -> float:
+                assert modbus is not None
+                return 2 * modbus.bus_of(device).timeout_s + 1.0
+
+            self.outputs = Outputs(cfg.outputs, cfg.links, door=self.engine.door,
+                                   pin_factory=self.pin_factory,
+                                   write_coil=modbus.write_coil if modbus else None,
+                                   coil_wait_s=coil_wait_s)
+            self.outputs.start()
+            self.add_listener(self.outputs.on_committed)
+
+    def _stop_modbus_and_outputs(self) -> None:
+        if self.outputs is not None:
+            self.outputs.stop()  # switches them off through the Modbus driver: stop it first
+            self.outputs = None
+        if self.modbus is not None:
+            self.modbus.stop()
+            self.modbus = None
+        if self.modbus_sim is not None and self._own_modbus_sim:
+            self.modbus_sim.stop()
+            self.modbus_sim = None
+
+    def modbus_status(self) -> list[dict[str, Any]]:
+        return self.modbus.status() if self.modbus is not None else []
+
+    def _control_output(self, req: dict[str, Any]) -> Any:
+        if self.outputs is None:
+            raise ValueError("no [[outputs]] in the config")
+        output = str(req.get("output", ""))
+        action = req.get("action")
+        if action not in ("on", "off"):
+            raise ValueError(f"unknown output action {action!r} (on, off)")
+        for_s = req.get("for_s")
+        self.outputs.set(output, action == "on", float(for_s) if for_s is not None else None,
+                         by=str(req.get("by") or "alarmgw output"))
+        self.outputs.wait_applied(output, float(req.get("wait_s", 3.0)))
+        return self.outputs.status_of(output)
+
+    def _control_modbus_sim(self, req: dict[str, Any]) -> Any:
+        sim = self.modbus_sim
+        assert sim is not None
+        action = req.get("action")
+        if action == "modbus-fault":
+            device = str(req.get("device", ""))
+            mode = str(req.get("mode", ""))
+            opts: dict[str, Any] = {}
+            for key, conv in (("code", int), ("count", int), ("period_s", float),
+                              ("delay_s", float)):
+                if req.get(key) is not None:
+                    opts[key] = conv(req[key])
+            sim.set_fault(device, mode, **opts)
+            f = sim.fault(device)
+            return {"device": device, "mode": f.mode, "count": f.count}
+        point = str(req.get("input", ""))
+        if action == "press":
+            sim.press(point)
+        elif action == "release":
+            sim.release(point)
+        else:
+            raise ValueError(f"sim action {action!r} is not for Modbus inputs (press, release)")
+        return {"input": point, "active": sim.is_active(point)}
 
 
 def _disk_free(path: Path) -> int | None:

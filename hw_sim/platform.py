@@ -230,9 +230,10 @@ class PlatformConsole:
                         if sent is not None:
                             line = (f"{time.strftime('%H:%M:%S')}  ACKNOWLEDGED"
                                     f"   {parts[2]}/{parts[3]} seq {res['result'].get('seq')}"
-                                    f" by {res['result'].get('operator')}: lamp"
-                                    f" {res['result'].get('lamp', 'none')}, round trip"
-                                    f" {(rec.arrived_mono - sent[1]) * 1000:.0f} ms")
+                                    f" by {res['result'].get('operator')}: "
+                                    + _lamp_text(res["result"])
+                                    + f", round trip {(rec.arrived_mono - sent[1]) * 1000:.0f}"
+                                    " ms")
                 except (ValueError, AttributeError) as exc:
                     self.invalid.append((msg.topic, f"{exc}"))
             elif kind == "health":
@@ -313,6 +314,13 @@ class PlatformConsole:
     def gaps(self) -> dict[str, list[int]]:
         with self._cond:
             return {gw: rec.gaps() for gw, rec in self.gateways.items() if rec.gaps()}
+
+
+def _lamp_text(result: dict[str, Any]) -> str:
+    lamp = result.get("lamp")
+    if not lamp:
+        return "no ack lamp configured"
+    return f"ack lamp {lamp} {'ON' if result.get('lamp_on') else 'NOT confirmed on'}"
 
 
 def _now_iso() -> str:

@@ -298,3 +298,42 @@ def test_the_documented_signature_test_vector() -> None:
     assert sign(doc, bytes(range(32)))["sig"] == sig
     text = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
     assert sig in text
+
+
+@pytest.fixture
+def gw_with_lamp(tmp_path: Path, broker: Mosquitto) -> Iterator[InProcessGateway]:
+    key_file = tmp_path / "cmd.key"
+    key_file.write_text(KEY.hex())
+    cfg = write_config(tmp_path / "gw", broker_port=broker.port, debounce_ms=0)
+    with cfg.open("a") as f:
+        f.write('\n[[outputs]]\nid = "ack-lamp"\nname = "接警确认灯"\ngpio = 23\n'
+                '\n[[outputs]]\nid = "siren"\nname = "警号"\ngpio = 24\n'
+                f'\n[commands]\nkey_file = "{key_file}"\nack_lamp = "ack-lamp"\n'
+                'ack_lamp_s = 0\n')
+    with InProcessGateway(cfg) as gw:
+        yield gw
+
+
+def test_platform_ack_lights_the_lamp_and_output_command_switches(
+        gw_with_lamp: InProcessGateway, platform: PlatformConsole) -> None:
+    gw = gw_with_lamp
+    outputs = gw.service.outputs
+    assert outputs is not None and gw.panel is not None
+    online(platform)
+    assert outputs.status_of("ack-lamp")["on"] is False
+    gw.panel.press("gate-panic")
+    assert platform.wait_for(lambda p: len(p.events_of("alarm")) == 1, 10)
+    res = wait_result(platform, platform.ack(SITE, GWID, platform.events_of("alarm")[0]["id"]))
+    assert (res["result"]["lamp"], res["result"]["lamp_on"]) == ("ack-lamp", True)
+    assert outputs.status_of("ack-lamp")["on"] is True
+    # The lamp is a real pin on the (simulated) board.
+    assert bool(gw.service.pin_factory.pin(23).state) is True
+    on = wait_result(platform, platform.send_command(SITE, GWID, "output",
+                                                     {"output": "siren", "on": True}))
+    assert on["ok"] and on["result"]["on"] is True
+    off = wait_result(platform, platform.send_command(SITE, GWID, "output",
+                                                      {"output": "siren", "on": False}))
+    assert off["ok"] and off["result"]["on"] is False
+    bad = wait_result(platform, platform.send_command(SITE, GWID, "output",
+                                                      {"output": "nope", "on": True}))
+    assert (bad["ok"], bad["code"]) == (False, "bad_args") and "siren" in bad["reason"]
