@@ -28,6 +28,7 @@ from gateway.drivers.gpio import GpioInputs, make_pin_factory
 from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError, StoreError
 from gateway.events import PROTOCOL_VERSION, Point
+from gateway.snapshots import SnapshotLane
 from gateway.store import Outbox
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
@@ -66,6 +67,7 @@ class Service:
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
+        self.cameras: SnapshotLane | None = None
         self.sim: Any | None = sim
         self._own_factory = pin_factory is None
         self._stopped = threading.Event()
@@ -102,13 +104,18 @@ class Service:
         cfg = self.config
         self._take_lock()
         self.outbox.open()
+        self.cameras = SnapshotLane(cfg, self.outbox, self.clock)
         self.engine = Engine(cfg.gateway.site, cfg.gateway.id, self.points(),
                              outbox=self.outbox, clock=self.clock,
-                             on_committed=self._committed)
+                             on_committed=self._committed, plan_snapshots=self.cameras.plan)
         self.engine.start()
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s)
         self.uplink.start()
+        # Cameras before inputs: a button latched at start gets its pictures too.
+        self.add_listener(self.cameras.on_committed)
+        self.control_commands.update(self.cameras.control_commands())
+        self.cameras.start(self.engine.door, self.uplink.wake)
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(cfg.gpio.backend)
         if cfg.gpio.backend == "mock" and self.sim is None:
@@ -149,6 +156,9 @@ class Service:
             self.gpio = None
         if self.engine is not None:
             self.engine.stop()
+        if self.cameras is not None:
+            self.cameras.stop()  # after the engine: its last alarms' shots are recorded
+            self.cameras = None
         if self.uplink is not None:
             self.uplink.stop()
             self.uplink = None
@@ -244,6 +254,7 @@ class Service:
             "disk": {"path": str(self.config.gateway.state_dir),
                      "free_bytes": _disk_free(self.config.gateway.state_dir)},
             "inputs": points,
+            "cameras": self.cameras.status() if self.cameras else [],
             "simulator": self.sim is not None,
         }
 
