@@ -19,10 +19,14 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, load_config
 from gateway.control import request
 from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
+
+if TYPE_CHECKING:
+    from hw_sim.platform import PlatformConsole
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = REPO_ROOT / "examples" / "sim.toml"
@@ -64,6 +68,21 @@ def wait_until_serving(cfg: Config, proc: subprocess.Popen[bytes], timeout: floa
             time.sleep(0.05)
 
 
+def _wait_for_snapshots(console: PlatformConsole, point: str, timeout: float = 15.0) -> None:
+    """Show the pictures the press's alarm listed arriving (or failing) at the platform."""
+    alarm = console.events_of("alarm", point)[0]
+    wanted = sum(int(s.get("pre", 0)) + int(s.get("post", 0)) for s in alarm["snapshots"])
+    if not wanted:
+        return
+
+    def arrived(c: PlatformConsole) -> int:
+        return len(c.snapshots_of(alarm["id"])) + len(c.failures_of(alarm["id"]))
+
+    console.wait_for(lambda c: arrived(c) >= wanted, timeout)
+    print(f"demo: {len(console.snapshots_of(alarm['id']))} of the {wanted} pictures listed in"
+          f" the alarm arrived, {len(console.failures_of(alarm['id']))} failed", flush=True)
+
+
 def run_demo(config: Path | None = None, duration: float | None = None) -> int:
     from hw_sim.broker import Mosquitto
     from hw_sim.platform import PlatformConsole
@@ -91,7 +110,8 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         cfg_path = prepare_config(template, workdir, broker.port)
         cfg = load_config(cfg_path)
         console = PlatformConsole(broker.host, broker.port, out=sys.stdout,
-                                  jsonl=workdir / "platform.jsonl")
+                                  jsonl=workdir / "platform.jsonl",
+                                  snapshot_dir=workdir / "snapshots")
         console.start()
         print("demo: platform console subscribed to alarmgw/v1/+/+/#", flush=True)
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "-c", str(cfg_path), "run"])
@@ -107,6 +127,7 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         if not console.wait_for(lambda c: bool(c.events_of("alarm", panic.id)), 10.0):
             print("demo: FAILED: the alarm did not reach the platform in 10 s", file=sys.stderr)
             return 1
+        _wait_for_snapshots(console, panic.id)
         print(f"demo: releasing {panic.id}", flush=True)
         request(sock, {"cmd": "sim", "action": "release", "input": panic.id})
         console.wait_for(lambda c: bool(c.events_of("restore", panic.id)), 10.0)
@@ -117,6 +138,11 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
               f"    {me} sim release office-panic\n"
               f"    {me} test-alarm --drill gate-panic\n"
               f"    {me} queue\n"
+              + "".join(f"    {me} snapshot {c.id} -o {c.id}.jpg\n"
+                        f"    {me} sim camera {c.id} 500     (then: ok)\n"
+                        for c in cfg.cameras[:1])
+              + (f"demo: the platform saves snapshots under {workdir / 'snapshots'}"
+                 " while the demo runs\n" if cfg.cameras else "")
               + (f"demo: stopping in {duration:.0f} s" if duration is not None
                  else "demo: Ctrl-C to stop"), flush=True)
         deadline = None if duration is None else time.monotonic() + duration

@@ -419,6 +419,27 @@ class CameraUnit:
         }
 
 
+class _Recorded(Camera):
+    """A unit's camera whose captures count for the unit's health."""
+
+    def __init__(self, unit: CameraUnit) -> None:
+        super().__init__(unit.settings)
+        self._unit = unit
+
+    @property
+    def where(self) -> str:
+        return self._unit.camera.where
+
+    def capture(self) -> Picture:
+        try:
+            pic = self._unit.camera.capture()
+        except CameraError as exc:
+            self._unit.health.failure(exc)
+            raise
+        self._unit.health.ok(pic)
+        return pic
+
+
 class SnapshotLane:
     """Every camera of the config, linked to the inputs that name them."""
 
@@ -523,21 +544,9 @@ class SnapshotLane:
 
     def _control_snapshot(self, req: dict[str, Any]) -> Any:
         """One picture through the service's own driver (a Pi camera it holds open, or a
-        simulated camera that only exists inside it)."""
+        simulated camera that only exists inside it); it counts for the camera's health."""
         unit = self.unit(str(req.get("camera", "")))
-        t0 = time.monotonic()
-        try:
-            pic = unit.camera.capture()
-        except CameraError as exc:
-            unit.health.failure(exc)
-            return {"ok": False, "camera": unit.id, "where": unit.camera.where,
-                    "reason": exc.reason, "error": exc.message,
-                    "duration_ms": round((time.monotonic() - t0) * 1000, 1)}
-        unit.health.ok(pic)
-        return {"ok": True, "camera": unit.id, "where": unit.camera.where,
-                "bytes": len(pic.jpeg), "width": pic.width, "height": pic.height,
-                "duration_ms": round(pic.duration_s * 1000, 1),
-                "jpeg_b64": base64.b64encode(pic.jpeg).decode("ascii")}
+        return capture_report(unit.settings, _Recorded(unit))
 
     def _control_sim_camera(self, req: dict[str, Any]) -> Any:
         cam_id = str(req.get("camera", ""))
@@ -552,3 +561,22 @@ class SnapshotLane:
         return {"camera": cam_id, "mode": sim.mode, "latency_s": sim.latency_s, "url": sim.url,
                 "requests": sim.requests}
 
+
+
+def capture_report(settings: CameraSettings, camera: Camera | None = None) -> dict[str, Any]:
+    """Take one picture for a technician (`alarmgw snapshot`): what it gave, or exactly why
+    not, as a JSON-able dict with the JPEG in base64 under `jpeg_b64`."""
+    cam = camera or make_camera(settings)
+    t0 = time.monotonic()
+    try:
+        pic = cam.capture()
+    except CameraError as exc:
+        return {"ok": False, "camera": settings.id, "where": cam.where, "reason": exc.reason,
+                "error": exc.message, "duration_ms": round((time.monotonic() - t0) * 1000, 1)}
+    finally:
+        if camera is None:
+            cam.close()
+    return {"ok": True, "camera": settings.id, "where": cam.where, "bytes": len(pic.jpeg),
+            "width": pic.width, "height": pic.height,
+            "duration_ms": round(pic.duration_s * 1000, 1),
+            "jpeg_b64": base64.b64encode(pic.jpeg).decode("ascii")}

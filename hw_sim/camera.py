@@ -124,7 +124,7 @@ class SimCamera:
         self.unauthorized = 0
         """Requests answered 401."""
         self.pictures = 0
-        """Whole pictures sent."""
+        """Whole pictures answered (counted as the answer starts)."""
         self.in_flight = 0
         """Requests being answered now."""
         self.endless_bytes = 0
@@ -208,6 +208,11 @@ class SimCamera:
             raise ValueError("latency must be >= 0")
         with self._cond:
             self._latency = seconds
+
+    def forget_logins(self) -> None:
+        """Forget every nonce handed out, as a camera does when it reboots."""
+        with self._cond:
+            self._nonces.clear()
 
     def wait_for(self, predicate: Callable[[SimCamera], bool], timeout: float) -> bool:
         """Block until `predicate(self)` holds (checked on every request event) or timeout."""
@@ -343,8 +348,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "cut":
             self._send(200, "image/jpeg", jpeg[: len(jpeg) // 2], length=len(jpeg))
         else:
-            self._send(200, "image/jpeg", jpeg)
             cam._count(pictures=1)
+            self._send(200, "image/jpeg", jpeg)
 
     def _endless(self, cam: SimCamera) -> None:
         self.send_response(200)
