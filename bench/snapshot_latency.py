@@ -1,0 +1,271 @@
+"""Snapshot latency: how soon pictures follow a press, and what dead cameras cost the alarm.
+
+Runs the whole system in this process on loopback: a private Mosquitto, the gateway
+on the simulator (gpiozero MockFactory buttons, hw_sim HTTP cameras with digest auth
+reached through the real HTTP driver, SQLite outbox on disk), and the reference
+platform console as the subscriber. Times are taken with time.monotonic() in this
+process: the press is when the simulated contact closes, the arrival is when the
+console's MQTT callback sees the message.
+
+1. Press -> first snapshot at the subscriber, with the simulated cameras' latency
+   set (default 100 ms), beside that latency. The first *post-alarm shot* is the one
+   the camera must make; with a pre-alarm ring the first picture (a pre frame, from
+   memory) comes sooner, and is reported too. Target: p99 under latency + 200 ms.
+2. Alarm latency (press -> alarm event at the subscriber) with every linked camera
+   dead (never answering) against every camera healthy, interleaved in blocks within
+   one run. Target: ratio of the two under 1.1.
+
+    .venv/bin/python bench/snapshot_latency.py [--presses 200] [--latency 0.1]
+
+Debounce is 0 ms here so that the figures are the gateway's own; the shipped default
+(30 ms) adds 30 ms to every figure alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.config import load_config
+from gateway.service import Service
+from hw_sim.broker import Mosquitto
+from hw_sim.camera import SimCamera
+from hw_sim.platform import PlatformConsole
+
+CONFIG = """
+[gateway]
+site = "bench-school"
+id = "gw-bench"
+state_dir = "state"
+runtime_dir = "run"
+
+[broker]
+host = "127.0.0.1"
+port = {port}
+plaintext = true
+keepalive_s = 10
+reconnect_min_s = 0.1
+reconnect_max_s = 0.5
+
+[clock]
+sync_source = "assume-synced"
+
+[gpio]
+backend = "mock"
+debounce_ms = 0
+
+[[inputs]]
+id = "gate-panic"
+name = "gate"
+kind = "panic"
+gpio = 17
+contact = "NO"
+pull = "up"
+cameras = [{links}]
+{cameras}
+"""
+
+CAMERA = """
+[[cameras]]
+id = "{id}"
+driver = "sim"
+username = "admin"
+password = "bench-password"
+width = {width}
+height = {height}
+shots = {shots}
+interval_s = 1
+pre_frames = {pre}
+pre_interval_s = 0.5
+timeout_s = {timeout}
+probe_interval_s = 300
+"""
+
+WAIT = 30.0
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of `values`."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.1f} ms"
+
+
+class Rig:
+    """Broker, gateway and platform console for one scenario."""
+
+    def __init__(self, workdir: Path, cameras: list[str], *, pre: int, shots: int,
+                 timeout: float, width: int, height: int) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.broker = Mosquitto(workdir / "broker")
+        self.broker.start()
+        cams = "".join(CAMERA.format(id=c, width=width, height=height, shots=shots, pre=pre,
+                                     timeout=timeout) for c in cameras)
+        path = workdir / "config.toml"
+        path.write_text(CONFIG.format(port=self.broker.port, cameras=cams,
+                                      links=", ".join(f'"{c}"' for c in cameras)))
+        self.console = PlatformConsole(self.broker.host, self.broker.port, persistent=False)
+        self.console.start()
+        self.service = Service(load_config(path))
+        self.service.start()
+        assert self.service.cameras is not None and self.service.sim is not None
+        self.lane = self.service.cameras
+        self.panel = self.service.sim
+        if not self.console.wait_for(lambda c: "bench-school/gw-bench" in c.status, WAIT):
+            raise RuntimeError("the gateway did not come online")
+        for unit in self.lane.units.values():
+            unit.wait_for(lambda u: u.health.captures >= 1, WAIT)
+
+    def sims(self) -> list[SimCamera]:
+        return list(self.lane.sims.values())
+
+    def press(self) -> tuple[float, dict[str, Any]]:
+        """Press and wait for the alarm at the platform: (press time, alarm event)."""
+        n = len(self.console.events_of("alarm"))
+        t0 = time.monotonic()
+        self.panel.press("gate-panic")
+        if not self.console.wait_for(lambda c: len(c.events_of("alarm")) > n, WAIT):
+            raise RuntimeError("the alarm did not arrive")
+        return t0, self.console.events_of("alarm")[n]
+
+    def release(self) -> None:
+        n = len(self.console.events_of("restore"))
+        self.panel.release("gate-panic")
+        if not self.console.wait_for(lambda c: len(c.events_of("restore")) > n, WAIT):
+            raise RuntimeError("the restore did not arrive")
+
+    def alarm_arrival(self, alarm: dict[str, Any]) -> float:
+        return next(r.arrived_mono for r in self.console.raw
+                    if r.topic.endswith("/event") and json.loads(r.payload)["id"] == alarm["id"])
+
+    def close(self) -> None:
+        self.service.stop()
+        self.console.stop()
+        self.broker.stop()
+
+
+def first_snapshot(rig: Rig, latency: float, presses: int, pre: int) -> dict[str, Any]:
+    for sim in rig.sims():
+        sim.set_latency(latency)
+    unit = next(iter(rig.lane.units.values()))
+    post: list[float] = []
+    first: list[float] = []
+    alarm_lat: list[float] = []
+    for _ in range(presses):
+        if pre:
+            unit.wait_for(lambda u: u.ring_size() >= pre, WAIT)
+        t0, alarm = rig.press()
+        alarm_lat.append(rig.alarm_arrival(alarm) - t0)
+        eid = alarm["id"]
+        want = sum(s["pre"] + s["post"] for s in alarm["snapshots"])
+        if not rig.console.wait_for(lambda c, e=eid, w=want: len(c.snapshots_of(e)) >= w,
+                                    WAIT):
+            raise RuntimeError(f"snapshots of {eid} did not arrive; failures:"
+                               f" {rig.console.failures_of(eid)}")
+        snaps = rig.console.snapshots_of(eid)
+        first.append(min(s.arrived_mono for s in snaps) - t0)
+        post.append(min(s.arrived_mono for s in snaps if s.phase == "post") - t0)
+        rig.release()
+    return {"post": post, "first": first, "alarm": alarm_lat}
+
+
+def dead_vs_healthy(rig: Rig, presses: int, block: int, latency: float) -> dict[str, Any]:
+    results: dict[str, list[float]] = {"healthy": [], "dead": []}
+    rounds = 0
+    while min(len(v) for v in results.values()) < presses:
+        mode = "healthy" if rounds % 2 == 0 else "dead"
+        rounds += 1
+        for sim in rig.sims():
+            sim.set_latency(latency)
+            sim.set_mode("ok" if mode == "healthy" else "timeout")
+        for _ in range(block):
+            t0, alarm = rig.press()
+            results[mode].append(rig.alarm_arrival(alarm) - t0)
+            rig.release()
+    for sim in rig.sims():
+        sim.set_mode("ok")
+    return results
+
+
+def summary(name: str, values: list[float]) -> str:
+    return (f"  {name:<44} n={len(values):<4} p50 {ms(statistics.median(values))}"
+            f"   p99 {ms(pct(values, 99))}   max {ms(max(values))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presses", type=int, default=200, help="presses per figure")
+    ap.add_argument("--latency", type=float, default=0.1,
+                    help="simulated cameras' latency, in seconds (default 0.1)")
+    ap.add_argument("--cameras", type=int, default=2, help="cameras linked to the button")
+    ap.add_argument("--block", type=int, default=10,
+                    help="presses per block when alternating healthy and dead cameras")
+    ap.add_argument("--size", default="1280x720", help="picture size (default 1280x720)")
+    args = ap.parse_args(argv)
+    width, height = (int(x) for x in args.size.split("x"))
+    # Dead cameras are logged once a capture; the figures are what matters here.
+    logging.basicConfig(level=logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
+    if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
+        print("bench: needs mosquitto (scripts/setup installs it)", file=sys.stderr)
+        return 2
+    cams = [f"cam{i}" for i in range(1, args.cameras + 1)]
+    print(f"alarmgw snapshot latency: {platform.node()}, {platform.machine()},"
+          f" {os.cpu_count()} CPUs, Python {platform.python_version()}; {args.cameras} cameras"
+          f" linked, {width}x{height} JPEGs, camera latency {args.latency * 1000:.0f} ms")
+    with tempfile.TemporaryDirectory(prefix="alarmgw-bench-") as tmp:
+        rig = Rig(Path(tmp) / "a", cams, pre=0, shots=1, timeout=3.0, width=width,
+                  height=height)
+        try:
+            r = first_snapshot(rig, args.latency, args.presses, pre=0)
+        finally:
+            rig.close()
+        bound = args.latency + 0.2
+        print("1. press -> first picture at the subscriber")
+        print(summary("alarm event", r["alarm"]))
+        print(summary(f"first post-alarm shot (camera {args.latency * 1000:.0f} ms)", r["post"]))
+        print(f"  bound: camera latency + 200 ms = {ms(bound)}: p99"
+              f" {'MEETS' if pct(r['post'], 99) < bound else 'MISSES'} it")
+        rig = Rig(Path(tmp) / "b", cams, pre=3, shots=1, timeout=3.0, width=width,
+                  height=height)
+        try:
+            r = first_snapshot(rig, args.latency, max(20, args.presses // 4), pre=3)
+        finally:
+            rig.close()
+        print(summary("with a 3-frame ring: first picture (pre)", r["first"]))
+        print(summary("with a 3-frame ring: first post-alarm shot", r["post"]))
+
+        rig = Rig(Path(tmp) / "c", cams, pre=0, shots=3, timeout=3.0, width=width,
+                  height=height)
+        try:
+            d = dead_vs_healthy(rig, args.presses, args.block, args.latency)
+        finally:
+            rig.close()
+        print("2. press -> alarm event at the subscriber, cameras healthy vs dead"
+              f" (never answering, timeout 3 s), blocks of {args.block}")
+        print(summary("every camera healthy", d["healthy"]))
+        print(summary("every camera dead", d["dead"]))
+        r50 = statistics.median(d["dead"]) / statistics.median(d["healthy"])
+        r99 = pct(d["dead"], 99) / pct(d["healthy"], 99)
+        print(f"  ratio dead/healthy: p50 {r50:.2f}, p99 {r99:.2f} (target under 1.1:"
+              f" {'MEETS' if r50 < 1.1 else 'MISSES'} at p50)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
