@@ -19,6 +19,11 @@ It listens on 127.0.0.1 only, on a free port unless given one, and keeps
 that port through `down` and back. `stop()` ends every request in flight.
 
     python -m hw_sim.camera --name gate-cam [--port 8080] [--mode ok] [--latency 0.1]
+
+With `--control`, it reads commands from standard input, one a line (`mode MODE`,
+`latency SECONDS`), answers each with one line (`ok mode=... latency=...` or
+`error ...`), and stops at end of input: a camera another program drives from
+outside the process under test, as benchmarks do.
 """
 
 from __future__ import annotations
@@ -375,17 +380,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--auth", choices=("digest", "basic", "none"), default="digest")
     ap.add_argument("--mode", choices=MODES, default="ok")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds before each picture")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--control", action="store_true",
+                    help="take `mode MODE` and `latency SECONDS` lines on standard input")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     cam = SimCamera(args.name, username=args.username, password=args.password,
-                    auth=args.auth, port=args.port, mode=args.mode, latency_s=args.latency)
+                    auth=args.auth, port=args.port, mode=args.mode, latency_s=args.latency,
+                    width=args.width, height=args.height)
     cam.start()
     print(f"simulated camera {args.name}: {cam.url} (user {args.username}, {args.auth} auth)",
           flush=True)
-    done.wait()
+    if args.control:
+        for line in sys.stdin:
+            cmd, _, value = line.strip().partition(" ")
+            try:
+                if cmd == "mode":
+                    cam.set_mode(value)
+                elif cmd == "latency":
+                    cam.set_latency(float(value))
+                else:
+                    raise ValueError(f"unknown command {cmd!r} (mode, latency)")
+            except ValueError as exc:
+                print(f"error {exc}", flush=True)
+                continue
+            print(f"ok mode={cam.mode} latency={cam.latency_s:g}", flush=True)
+    else:
+        done.wait()
     cam.stop()
     return 0
 

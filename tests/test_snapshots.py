@@ -15,11 +15,13 @@ from typing import Any
 
 import jsonschema
 import pytest
+from fakebroker import FakeBroker, Publish
 from gw import DEFAULT_INPUTS, InProcessGateway, write_config
 from PIL import Image
 
 from gateway.clock import mono_ns
 from gateway.snapshots import CameraUnit, SnapshotLane
+from gateway.uplink.mqtt import BULK_BYTES_IN_FLIGHT
 from gateway.uplink.protocol import load_schema
 from hw_sim.broker import Mosquitto
 from hw_sim.camera import SimCamera
@@ -374,3 +376,33 @@ def test_failed_records_and_events_are_json_with_the_schema(
     doc = json.loads(raw.payload)
     validate(doc, "snapshot_failed")
     assert {k: v for k, v in raw.properties["UserProperty"]}["camera"] == "yard-cam"
+
+
+def test_snapshots_go_onto_the_wire_a_little_at_a_time_so_an_alarm_never_queues_behind_them(
+        tmp_path: Path) -> None:
+    """TCP has no overtaking: an alarm published after megabytes of pictures handed to the
+    socket would wait for all of them on a slow uplink. The uplink keeps at most
+    BULK_BYTES_IN_FLIGHT of pictures unacknowledged, so the alarm goes out at once."""
+    picture = 100 * 1024
+
+    def policy(p: Publish) -> int | None:
+        return None if "/snapshot/" in p.topic else 0  # pictures are never acknowledged
+
+    with FakeBroker(policy) as fb:
+        cfg = write_config(tmp_path / "gw", broker_port=fb.port, debounce_ms=0,
+                           broker={"keepalive_s": 30})
+        gw = InProcessGateway(cfg)
+        gw.service.outbox.open()
+        for i in range(20):
+            gw.service.outbox.put_bulk(f"snapshot/backlog/cam{i}", b"\xff\xd8" + b"j" * picture)
+        gw.service.outbox.close()
+        with gw:
+            assert fb.wait_for(lambda f: any("/snapshot/" in p.topic for p in f.publishes), WAIT)
+            press(gw)
+            assert fb.wait_for(lambda f: any(p.topic.endswith("/event") for p in f.publishes),
+                               WAIT)
+            lanes = gw.service.outbox.stats().lanes
+    sent = [p for p in fb.publishes if "/snapshot/" in p.topic]
+    # The first picture, then one more while under the cap; never the whole backlog.
+    assert len(sent) == -(-BULK_BYTES_IN_FLIGHT // (picture + 2))
+    assert lanes["bulk"].in_flight == len(sent) and lanes["bulk"].ready == 20 - len(sent)
