@@ -17,8 +17,11 @@ message.
    (never answering) against every camera healthy, alternating in blocks within one
    run; presses follow each other as fast as the alarms arrive, so healthy cameras'
    pictures are on their way while the next alarms are raised. Target: ratio under 1.1.
+3. Alarm latency when another alarm's pictures wait for a slow uplink (a relay pacing
+   the gateway's bytes to 2 Mbit/s): what the uplink's cap on pictures in flight
+   (BULK_BYTES_IN_FLIGHT) bounds.
 
-    .venv/bin/python bench/snapshot_latency.py [--presses 200] [--latency 0.1]
+    .venv/bin/python bench/snapshot_latency.py [--part 1|2|3] [--presses 200] [--latency 0.1]
 
 Debounce is 0 ms here so that the figures are the gateway's own; the shipped default
 (30 ms) adds 30 ms to every figure alike.
@@ -33,16 +36,19 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
 
 from gateway.control import request
 from gateway.errors import ServiceNotRunningError
+from gateway.uplink.mqtt import BULK_BYTES_IN_FLIGHT
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
@@ -76,6 +82,14 @@ gpio = 17
 contact = "NO"
 pull = "up"
 cameras = [{links}]
+
+[[inputs]]
+id = "office-panic"
+name = "office"
+kind = "panic"
+gpio = 27
+contact = "NO"
+pull = "up"
 {cameras}
 """
 
@@ -87,7 +101,7 @@ url = "{url}"
 username = "admin"
 password = "bench-password"
 shots = {shots}
-interval_s = 1
+interval_s = {interval}
 pre_frames = {pre}
 pre_interval_s = 0.5
 timeout_s = {timeout}
@@ -108,6 +122,70 @@ def pct(values: list[float], p: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f} ms"
+
+
+class SlowLink:
+    """A TCP relay on loopback that paces the client's bytes to `bps` bits per second
+    (answers come back at full speed): the gateway's mobile uplink, in one direction."""
+
+    def __init__(self, target_port: int, bps: int) -> None:
+        self.target_port = target_port
+        self.rate = bps / 8  # bytes per second
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._socks: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._start(self._accept)
+
+    def _start(self, target: Any, *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._socks += [client, upstream]
+            self._start(self._pump, client, upstream, True)
+            self._start(self._pump, upstream, client, False)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, paced: bool) -> None:
+        free_at = time.monotonic()
+        try:
+            while True:
+                data = src.recv(1460)
+                if not data:
+                    break
+                if paced:
+                    # The link sends one segment at a time at its rate.
+                    free_at = max(free_at, time.monotonic()) + len(data) / self.rate
+                    time.sleep(max(0.0, free_at - time.monotonic()))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        for sock in self._socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for t in self._threads:
+            t.join(5)
 
 
 class CameraProcess:
@@ -151,15 +229,21 @@ class Rig:
     """Broker, cameras and gateway (processes) and the platform console for one scenario."""
 
     def __init__(self, workdir: Path, cameras: list[str], *, pre: int, shots: int,
-                 timeout: float, width: int, height: int) -> None:
+                 timeout: float, width: int, height: int, interval: float = 1.0,
+                 uplink_bps: int | None = None) -> None:
+        """`uplink_bps`: put the gateway's uplink through a link of this many bits per
+        second (gateway -> broker), as a mobile uplink is."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(workdir / "broker")
         self.broker.start()
+        self.link = SlowLink(self.broker.port, uplink_bps) if uplink_bps else None
         self.cameras = [CameraProcess(c, width, height) for c in cameras]
-        cams = "".join(CAMERA.format(id=c, url=p.url, shots=shots, pre=pre, timeout=timeout)
+        cams = "".join(CAMERA.format(id=c, url=p.url, shots=shots, pre=pre, timeout=timeout,
+                                     interval=interval)
                        for c, p in zip(cameras, self.cameras, strict=True))
         path = workdir / "config.toml"
-        path.write_text(CONFIG.format(port=self.broker.port, cameras=cams,
+        port = self.link.port if self.link else self.broker.port
+        path.write_text(CONFIG.format(port=port, cameras=cams,
                                       links=", ".join(f'"{c}"' for c in cameras)))
         self.socket = workdir / "run" / "control.sock"
         self.console = PlatformConsole(self.broker.host, self.broker.port, persistent=False)
@@ -187,19 +271,26 @@ class Rig:
                 raise RuntimeError("cameras never got there")
             time.sleep(0.05)  # status is polled over the control socket
 
-    def press(self) -> tuple[float, dict[str, Any]]:
-        """Press and wait for the alarm at the platform: (press time, alarm event)."""
-        n = len(self.console.events_of("alarm"))
-        t0 = time.monotonic()
-        request(self.socket, {"cmd": "sim", "action": "press", "input": "gate-panic"})
-        if not self.console.wait_for(lambda c: len(c.events_of("alarm")) > n, WAIT):
-            raise RuntimeError("the alarm did not arrive")
-        return t0, self.console.events_of("alarm")[n]
+    def wait_cameras_total(self, stored: int) -> None:
+        deadline = time.monotonic() + WAIT
+        while sum(c["stored"] for c in request(self.socket, {"cmd": "cameras"})) < stored:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cameras did not store their pictures")
+            time.sleep(0.01)  # polled over the control socket
 
-    def release(self) -> None:
-        n = len(self.console.events_of("restore"))
-        request(self.socket, {"cmd": "sim", "action": "release", "input": "gate-panic"})
-        if not self.console.wait_for(lambda c: len(c.events_of("restore")) > n, WAIT):
+    def press(self, point: str = "gate-panic") -> tuple[float, dict[str, Any]]:
+        """Press and wait for the alarm at the platform: (press time, alarm event)."""
+        n = len(self.console.events_of("alarm", point))
+        t0 = time.monotonic()
+        request(self.socket, {"cmd": "sim", "action": "press", "input": point})
+        if not self.console.wait_for(lambda c: len(c.events_of("alarm", point)) > n, WAIT):
+            raise RuntimeError("the alarm did not arrive")
+        return t0, self.console.events_of("alarm", point)[n]
+
+    def release(self, point: str = "gate-panic") -> None:
+        n = len(self.console.events_of("restore", point))
+        request(self.socket, {"cmd": "sim", "action": "release", "input": point})
+        if not self.console.wait_for(lambda c: len(c.events_of("restore", point)) > n, WAIT):
             raise RuntimeError("the restore did not arrive")
 
     def alarm_arrival(self, alarm: dict[str, Any]) -> float:
@@ -218,6 +309,8 @@ class Rig:
         for cam in self.cameras:
             cam.close()
         self.console.stop()
+        if self.link is not None:
+            self.link.close()
         self.broker.stop()
 
 
@@ -285,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block", type=int, default=10,
                     help="presses per block when alternating healthy and dead cameras")
     ap.add_argument("--size", default="1280x720", help="picture size (default 1280x720)")
-    ap.add_argument("--part", choices=("1", "2", "all"), default="all",
-                    help="run only figure 1 or 2 (default both)")
+    ap.add_argument("--part", choices=("1", "2", "3", "all"), default="all",
+                    help="run only figure 1, 2 or 3 (default all)")
+    ap.add_argument("--uplink-kbps", type=int, default=2000,
+                    help="figure 3: the slow uplink's rate, in kbit/s (default 2000)")
     args = ap.parse_args(argv)
     width, height = (int(x) for x in args.size.split("x"))
     # Dead cameras are logged once a capture; the figures are what matters here.
@@ -303,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             first_figure(Path(tmp), args, cams, width, height)
         if args.part in ("2", "all"):
             second_figure(Path(tmp), args, cams, width, height)
+        if args.part in ("3", "all"):
+            third_figure(Path(tmp), args, cams, width, height)
     return 0
 
 
@@ -346,6 +443,40 @@ def second_figure(tmp: Path, args: argparse.Namespace, cams: list[str], width: i
     r99 = pct(d["dead"], 99) / pct(d["healthy"], 99)
     print(f"  ratio dead/healthy: p50 {r50:.2f}, p99 {r99:.2f} (target under 1.1:"
           f" {'MEETS' if r50 < 1.1 else 'MISSES'} at p50)")
+
+
+
+def third_figure(tmp: Path, args: argparse.Namespace, cams: list[str], width: int,
+                 height: int) -> None:
+    """An alarm raised while another alarm's pictures crowd a slow uplink."""
+    trials = max(10, args.presses // 10)
+    rig = Rig(tmp / "d", cams, pre=0, shots=5, timeout=3.0, width=width, height=height,
+              interval=0.2, uplink_bps=args.uplink_kbps * 1000)
+    lat: list[float] = []
+    try:
+        for cam in rig.cameras:
+            cam.send("latency 0.05")
+        for i in range(trials + 1):
+            stored = sum(c["stored"] for c in request(rig.socket, {"cmd": "cameras"}))
+            _, alarm = rig.press("gate-panic")
+            eid = alarm["id"]
+            want = sum(s["post"] for s in alarm["snapshots"])
+            # Every picture is taken and waits for the slow link: raise the next alarm now.
+            rig.wait_cameras_total(stored + want)
+            t0, other = rig.press("office-panic")
+            if i:  # the first trial warms up
+                lat.append(rig.alarm_arrival(other) - t0)
+            rig.release("office-panic")
+            rig.release("gate-panic")
+            if not rig.console.wait_for(lambda c, e=eid, w=want: len(c.snapshots_of(e)) >= w,
+                                        120):
+                raise RuntimeError("the pictures did not all arrive")
+    finally:
+        rig.close()
+    print(f"3. press -> alarm event while another alarm's {len(cams)} x 5 pictures wait for a"
+          f" {args.uplink_kbps} kbit/s uplink (camera latency 50 ms; BULK_BYTES_IN_FLIGHT"
+          f" {BULK_BYTES_IN_FLIGHT // 1024} KiB)")
+    print(summary("second alarm", lat))
 
 
 if __name__ == "__main__":
