@@ -224,7 +224,9 @@ class CameraUnit:
         s = self.settings
         if s.pre_frames == 0:
             return []
-        window_ns = int((s.pre_frames + 1) * s.pre_interval_s * 1e9)
+        # A working camera replaces every frame within this; an older one means the
+        # sampler has been failing, and the frame no longer shows "just before".
+        window_ns = int(((s.pre_frames + 1) * s.pre_interval_s + s.timeout_s) * 1e9)
         oldest = mono_ns() - window_ns
         with self._cond:
             return [p for p in self._ring if p.taken_mono_ns >= oldest]
