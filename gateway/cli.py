@@ -7,6 +7,7 @@ running (as `systemctl status` uses 3).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.config import DEFAULT_PATH, Config, load_config, parse_override
+from gateway.config import DEFAULT_PATH, CameraSettings, Config, load_config, parse_override
 from gateway.control import request
 from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
 from gateway.logsetup import SecretFilter, setup_logging
@@ -76,9 +77,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                      "gateway": cfg.gateway.id, "broker": f"{cfg.broker.host}:{cfg.broker.port}",
                      "tls": cfg.broker.tls is not None, "gpio_backend": cfg.gpio.backend,
                      "inputs": [{"id": i.id, "kind": i.kind, "source": i.source,
-                                 "active_level": i.active_level} for i in cfg.inputs]
+                                 "active_level": i.active_level, "cameras": list(i.cameras)}
+                                for i in cfg.inputs]
                      + [{"id": p.id, "kind": p.kind, "source": p.source, "contact": p.contact}
                         for p in cfg.modbus.points],
+                     "cameras": [_camera_summary(c) for c in cfg.cameras],
                      **_modbus_summary(cfg)})
         return EXIT_OK
     b = cfg.broker
@@ -94,9 +97,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for i in cfg.inputs:
         print(f"  input     {i.id:<16} {i.kind:<7} {i.source:<8} {i.contact} pull-{i.pull}"
               f" active-{i.active_level} debounce {i.debounce_ms} ms  {i.name}"
-              + (f" @ {i.location}" if i.location else ""))
+              + (f" @ {i.location}" if i.location else "")
+              + (f"  -> cameras {', '.join(i.cameras)}" if i.cameras else ""))
     _print_modbus_config(cfg)
+    for c in cfg.cameras:
+        pre = (f"{c.pre_frames} before it, {c.pre_interval_s:g} s apart" if c.pre_frames
+               else "none before it")
+        print(f"  camera    {c.id:<16} {c.driver:<8} {c.source}  timeout {c.timeout_s:g} s,"
+              f" max {c.max_bytes // 1024} KiB; {c.shots} after an alarm {c.interval_s:g} s"
+              f" apart, {pre}; probe every {c.probe_interval_s:g} s"
+              + (f"; user {c.username}" if c.username else "") + f"  {c.name}")
     return EXIT_OK
+
+
+def _camera_summary(c: CameraSettings) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name, "driver": c.driver, "source": c.source,
+            "timeout_s": c.timeout_s, "max_bytes": c.max_bytes, "shots": c.shots,
+            "interval_s": c.interval_s, "pre_frames": c.pre_frames,
+            "pre_interval_s": c.pre_interval_s, "probe_interval_s": c.probe_interval_s,
+            "fault_after": c.fault_after, "username": c.username}
 
 
 def _fmt_lane(name: str, lane: dict[str, Any]) -> str:
@@ -215,8 +234,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if args.action == "modbus-fault":
         return _sim_modbus_fault(cfg, args)
-    if args.mode is not None:
-        print(f"alarmgw sim {args.action}: unexpected argument {args.mode!r}", file=sys.stderr)
+    if args.action == "camera":
+        return _sim_camera(cfg, args)
+    if args.mode is not None or args.latency is not None:
+        print("error: a mode and --latency only go with `sim camera CAMERA MODE` (a mode also"
+              " with `sim modbus-fault MODULE MODE`)", file=sys.stderr)
         return EXIT_USAGE
     try:
         res = _control(cfg, {"cmd": "sim", "action": args.action, "input": args.input})
@@ -238,6 +260,62 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from gateway import cli_diag
 
     return cli_diag.logs(args)
+
+
+def _sim_camera(cfg: Config, args: argparse.Namespace) -> int:
+    try:
+        res = _control(cfg, {"cmd": "sim-camera", "camera": args.input, "mode": args.mode,
+                             "latency_s": args.latency})
+    except ServiceNotRunningError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    print(f"{res['camera']}: mode {res['mode']}, latency {res['latency_s']:g} s ({res['url']})")
+    return EXIT_OK
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from gateway.snapshots import capture_report
+
+    cfg = _load(args)
+    try:
+        cam = cfg.camera(args.camera)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    res: dict[str, Any]
+    if cam.driver in ("sim", "picamera"):
+        # A simulated camera exists only inside the service, and a Pi camera is held open
+        # by it: ask the service to take the picture with its own driver.
+        try:
+            res = _control(cfg, {"cmd": "snapshot", "camera": cam.id},
+                           timeout=cam.timeout_s + 10.0)
+        except ServiceNotRunningError as exc:
+            if cam.driver == "sim":
+                print(f"camera {cam.id} is simulated (driver \"sim\"): it exists only while the"
+                      f" service runs on the simulator; {exc}", file=sys.stderr)
+                return EXIT_NOT_RUNNING
+            res = capture_report(cam)
+    else:
+        res = capture_report(cam)
+    jpeg = base64.b64decode(res.pop("jpeg_b64")) if res.get("ok") else None
+    if jpeg is not None and args.output:
+        try:
+            Path(args.output).write_bytes(jpeg)
+        except OSError as exc:
+            print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return EXIT_FAIL
+        res["file"] = str(args.output)
+    if args.json:
+        _print_json(res)
+        return EXIT_OK if res["ok"] else EXIT_FAIL
+    who = f"{cam.id} ({cam.name}) {res['where']}"
+    if not res["ok"]:
+        print(f"{who}: FAILED after {res['duration_ms']:.0f} ms: {res['reason']}:"
+              f" {res['error']}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{who}: OK, {res['bytes']} bytes, {res['width']}x{res['height']} JPEG, in"
+          f" {res['duration_ms']:.0f} ms" + (f"; saved to {res['file']}" if "file" in res else ""))
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -496,11 +574,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drills", cmd_drills, "each drill's timeline and durations", json_flag=True)
     p.add_argument("--limit", type=int, default=20, help="drills to list (default 20)")
     p = add("sim", cmd_sim, "drive the simulated hardware of a service on the simulator")
-    p.add_argument("action", choices=("press", "release", "bounce", "modbus-fault"),
+    p.add_argument("action", choices=("press", "release", "bounce", "modbus-fault", "camera"),
                    help="press, release or bounce an input; modbus-fault MODULE MODE breaks a"
-                   " simulated Modbus module")
-    p.add_argument("input", help="input id (modbus-fault: the module's id)")
-    p.add_argument("mode", nargs="?", help="modbus-fault: " + ", ".join(SIM_FAULT_MODES))
+                   " simulated Modbus module; camera CAMERA MODE a simulated camera")
+    p.add_argument("input", help="input id (modbus-fault: the module's id; camera: its id)")
+    p.add_argument("mode", nargs="?", help="modbus-fault: " + ", ".join(SIM_FAULT_MODES)
+                   + "; camera: ok, 401, 500, timeout, truncated, cut, html, endless, down")
+    p.add_argument("--latency", type=float, metavar="SECONDS",
+                   help="sim camera: delay before each picture")
     p.add_argument("--count", type=int, help="modbus-fault: only the next N requests")
     p.add_argument("--code", type=int, help="modbus-fault exception: the exception code"
                    " (default 4, server device failure)")
@@ -531,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("on", "off"), help="off also ends every link's hold")
     p.add_argument("--for", dest="for_s", type=float, default=None, metavar="SECONDS",
                    help="on: switch off again after this many seconds")
+    p = add("snapshot", cmd_snapshot, "take one picture with a camera: size, resolution, time,"
+            " or exactly why not", json_flag=True)
+    p.add_argument("camera", help="camera id from the config")
+    p.add_argument("-o", "--output", metavar="FILE", help="save the JPEG here")
     p = add("demo", cmd_demo, "the whole system on the simulator: broker, gateway, platform")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")

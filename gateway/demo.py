@@ -74,6 +74,21 @@ def wait_until_serving(cfg: Config, proc: subprocess.Popen[bytes], timeout: floa
             time.sleep(0.05)
 
 
+def _wait_for_snapshots(console: PlatformConsole, point: str, timeout: float = 15.0) -> None:
+    """Show the pictures the press's alarm listed arriving (or failing) at the platform."""
+    alarm = console.events_of("alarm", point)[0]
+    wanted = sum(int(s.get("pre", 0)) + int(s.get("post", 0)) for s in alarm["snapshots"])
+    if not wanted:
+        return
+
+    def arrived(c: PlatformConsole) -> int:
+        return len(c.snapshots_of(alarm["id"])) + len(c.failures_of(alarm["id"]))
+
+    console.wait_for(lambda c: arrived(c) >= wanted, timeout)
+    print(f"demo: {len(console.snapshots_of(alarm['id']))} of the {wanted} pictures listed in"
+          f" the alarm arrived, {len(console.failures_of(alarm['id']))} failed", flush=True)
+
+
 def run_demo(config: Path | None = None, duration: float | None = None) -> int:
     from hw_sim.broker import Mosquitto
     from hw_sim.platform import PlatformConsole
@@ -103,7 +118,8 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         key = cfg.commands.key if cfg.commands is not None else None
         console = PlatformConsole(broker.host, broker.port, out=sys.stdout,
                                   jsonl=workdir / "platform.jsonl", command_key=key,
-                                  auto_ack_s=2.0 if key else None, operator="值班民警")
+                                  auto_ack_s=2.0 if key else None, operator="值班民警",
+                                  snapshot_dir=workdir / "snapshots")
         console.start()
         print("demo: platform console subscribed to alarmgw/v1/+/+/#"
               + ("; it acknowledges each alarm 2 s after it arrives (接警确认)" if key else ""),
@@ -124,6 +140,7 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         if key is not None:
             console.wait_for(lambda c: any(r.get("op") == "ack" for r in c.results.values()),
                              10.0)
+        _wait_for_snapshots(console, panic.id)
         print(f"demo: releasing {panic.id}", flush=True)
         request(sock, {"cmd": "sim", "action": "release", "input": panic.id})
         console.wait_for(lambda c: bool(c.events_of("restore", panic.id)), 10.0)
@@ -137,6 +154,11 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
               f"    {me} test-alarm --drill gate-panic\n"
               f"    {me} queue\n"
               f"    {me} drills\n"
+              + "".join(f"    {me} snapshot {c.id} -o {c.id}.jpg\n"
+                        f"    {me} sim camera {c.id} 500     (then: ok)\n"
+                        for c in cfg.cameras[:1])
+              + (f"demo: the platform saves snapshots under {workdir / 'snapshots'}"
+                 " while the demo runs\n" if cfg.cameras else "")
               + (f"demo: stopping in {duration:.0f} s" if duration is not None
                  else "demo: Ctrl-C to stop"), flush=True)
         deadline = None if duration is None else time.monotonic() + duration

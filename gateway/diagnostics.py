@@ -332,6 +332,24 @@ def output_lines(outputs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def camera_lines(cameras: list[dict[str, Any]]) -> list[str]:
+    if not cameras:
+        return []
+    lines = ["cameras:"]
+    for c in cameras:
+        if c["state"] in ("faulty", "failing"):
+            how = f"{c['failures_in_a_row']} failed in a row: {c['last_error']}"
+        elif c["last_ok_at"]:
+            how = f"last picture {c['last_ok_at']} in {c['last_duration_ms']} ms"
+        else:
+            how = "not tried yet"
+        ring = f"; ring {c['ring']}/{c['pre_frames']}" if c["pre_frames"] else ""
+        lines.append(f"  {c['id']:<16} {c['state'].upper() if c['state'] != 'ok' else 'ok':<7}"
+                     f" {c['where']}  {how}{ring}; sent {c['stored']} pictures,"
+                     f" {c['failed_records']} failed  {c['name']}")
+    return lines
+
+
 def _police_lines(police: dict[str, Any]) -> list[str]:
     cmds = police.get("commands")
     if cmds is None:
@@ -389,6 +407,7 @@ def render_status(st: dict[str, Any]) -> list[str]:
     lines.append("inputs:")
     lines += input_lines(st["inputs"])
     lines += modbus_lines(st.get("modbus") or [])
+    lines += camera_lines(st.get("cameras") or [])
     outputs = st.get("outputs") or []
     lines += output_lines(outputs) if outputs else ["outputs: none configured"]
     return lines

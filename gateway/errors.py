@@ -179,3 +179,53 @@ class ModemNetworkError(ModemCommandError):
 
 class ModemSmsError(ModemCommandError):
     """The modem or the network refused the SMS itself (SMSC unknown, barred, unknown error)."""
+
+
+class CameraError(GatewayError, OSError):
+    """A camera gave no usable picture.
+
+    `camera` is the camera's id from the config, `reason` a short machine-readable
+    code (the `reason` of a `snapshot_failed` record and of the camera's fault):
+    "refused", "unreachable", "unauthorized", "timeout", "http_error", "not_jpeg",
+    "truncated", "too_large", "unavailable" or "stopped"; the message says what
+    happened and what to check.
+    """
+
+    reason = "error"
+
+    def __init__(self, camera: str, message: str, *, reason: str | None = None) -> None:
+        self.camera = camera
+        if reason is not None:
+            self.reason = reason
+        self.message = message
+        super().__init__(f"camera {camera}: {message}")
+
+
+class CameraUnreachableError(CameraError, ConnectionError):
+    """The camera could not be reached (refused, no route, unknown host)."""
+
+    reason = "unreachable"
+
+
+class CameraAuthError(CameraError, PermissionError):
+    """The camera refused the credentials (HTTP 401 or 403)."""
+
+    reason = "unauthorized"
+
+
+class CameraTimeoutError(CameraError, TimeoutError):
+    """The camera did not deliver a whole picture within its timeout."""
+
+    reason = "timeout"
+
+
+class CameraResponseError(CameraError):
+    """The camera answered, but not with a picture (an HTTP error status, a redirect)."""
+
+    reason = "http_error"
+
+
+class CameraImageError(CameraError, ValueError):
+    """The camera's answer is not a complete JPEG: not one at all, truncated, or too large."""
+
+    reason = "not_jpeg"

@@ -33,11 +33,12 @@ from gateway.drivers.gpio import GpioInputs, make_pin_factory
 from gateway.drivers.modbus import ModbusInputs
 from gateway.drivers.modem import Modem
 from gateway.engine import Committed, Engine
-from gateway.errors import GatewayError, StoreError
+from gateway.errors import CameraError, GatewayError, StoreError
 from gateway.escalation import Escalation
 from gateway.events import PROTOCOL_VERSION, Point
 from gateway.inputwatch import InputFeed
 from gateway.outputs import Outputs
+from gateway.snapshots import SnapshotLane
 from gateway.store import Outbox, Row
 from gateway.systemd_link import SystemdLink
 from gateway.uplink.commands import Command, Refusal
@@ -84,6 +85,7 @@ class Service:
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
+        self.cameras: SnapshotLane | None = None
         self.sim: Any | None = sim
         self.systemd: SystemdLink | None = None
         self.clockwatch: ClockWatch | None = None
@@ -134,9 +136,10 @@ class Service:
         cfg = self.config
         self._take_lock()
         self.outbox.open()
+        self.cameras = SnapshotLane(cfg, self.outbox, self.clock)
         self.engine = Engine(cfg.gateway.site, cfg.gateway.id, self.points(),
                              outbox=self.outbox, clock=self.clock,
-                             on_committed=self._committed)
+                             on_committed=self._committed, plan_snapshots=self.cameras.plan)
         self.engine.observers.append(self.input_feed.record)
         self.engine.start()
         self.drills = DrillLog(self.outbox, self.clock)
@@ -154,6 +157,10 @@ class Service:
                              on_command=self.commands.submit if self.commands else None,
                              on_delivery=self._on_delivery)
         self.uplink.start()
+        # Cameras before inputs: a button latched at start gets its pictures too.
+        self.add_listener(self.cameras.on_committed)
+        self.control_commands.update(self.cameras.control_commands())
+        self.cameras.start(self.engine.door, self.uplink.wake)
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(cfg.gpio.backend)
         if cfg.gpio.backend == "mock" and self.sim is None:
@@ -226,6 +233,9 @@ class Service:
         self._stop_modbus_and_outputs()
         if self.engine is not None:
             self.engine.stop()
+        if self.cameras is not None:
+            self.cameras.stop()  # after the engine: its last alarms' shots are recorded
+            self.cameras = None
         if self.uplink is not None:
             self.uplink.stop()
             self.uplink = None
@@ -257,8 +267,24 @@ class Service:
     # -- glue --------------------------------------------------------------
 
     def _link_commands_to_outputs(self) -> None:
-        """The platform's `ack` lights the point's lamp; its `output` command switches one."""
+        """The platform's `ack` lights the point's lamp; its `output` command switches one;
+        its `snapshot` command takes a picture."""
         commands, outputs, settings = self.commands, self.outputs, self.config.commands
+        cameras = self.cameras
+        if commands is not None and cameras is not None and self.config.cameras:
+
+            def snapshot(cmd: Command) -> dict[str, Any]:
+                camera = str(cmd.args["camera"])
+                if camera not in {c.id for c in self.config.cameras}:
+                    known = ", ".join(c.id for c in self.config.cameras)
+                    raise Refusal("bad_args", f"no camera {camera!r} (cameras: {known})",
+                                  cmd.id, cmd.op)
+                try:
+                    return cameras.take_on_request(camera, cmd.id)
+                except CameraError as exc:
+                    raise Refusal("failed", f"{exc} ({exc.reason})", cmd.id, cmd.op) from exc
+
+            commands.handlers["snapshot"] = snapshot
         if commands is None or outputs is None or settings is None:
             return
 
@@ -409,6 +435,7 @@ class Service:
             "modbus": self.modbus_status(),
             "outputs": self.outputs.status() if self.outputs else [],
             "police": self.police_status(),
+            "cameras": self.cameras.status() if self.cameras else [],
         })
 
     def police_status(self) -> dict[str, Any]:

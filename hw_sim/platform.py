@@ -9,6 +9,13 @@ records.
 
     python -m hw_sim.platform --port 1883 [--share GROUP] [--jsonl FILE]
 
+Snapshots (`snapshot/{event_id}/{camera}`, binary JPEG) are kept in memory
+with their MQTT 5 user properties, de-duplicated by event, camera, phase and
+shot, and saved as files under `--snapshot-dir` when given; a
+`snapshot_failed` record (`.../failed`) is kept beside them.
+
+    python -m hw_sim.platform --port 1883 --snapshot-dir snapshots/
+
 It keeps a persistent session (clean_start false, one hour expiry), so a
 broker that keeps sessions queues events while the console is away.
 """
@@ -54,6 +61,26 @@ class Received:
 
 
 @dataclass
+class Snapshot:
+    """One JPEG from a gateway's camera, as the platform received it."""
+
+    gateway: str
+    """site/gateway."""
+    event_id: str
+    camera: str
+    phase: str
+    """'pre' (taken before the alarm) or 'post'."""
+    shot: int
+    jpeg: bytes
+    content_type: str | None
+    user: dict[str, str]
+    """The MQTT 5 user properties."""
+    arrived_mono: float
+    path: Path | None = None
+    """Where it was saved, with a snapshot directory."""
+
+
+@dataclass
 class GatewayRecord:
     """What the console knows of one gateway's event sequence."""
 
@@ -74,11 +101,14 @@ class PlatformConsole:
                  out: TextIO | None = None, tls_ca: Path | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  persistent: bool = True, command_key: bytes | None = None,
-                 auto_ack_s: float | None = None, operator: str = "console") -> None:
+                 auto_ack_s: float | None = None, operator: str = "console",
+                 snapshot_dir: Path | None = None) -> None:
         """`share_group`: consume through `$share/GROUP/...`; `jsonl`: append every
         received message there; `out`: print a line per event there (None: silent);
         `command_key`: the gateways' command key, for signed commands; `auto_ack_s`:
-        acknowledge every alarm this many seconds after it arrives (None: never)."""
+        acknowledge every alarm this many seconds after it arrives (None: never);
+        `snapshot_dir`: save every snapshot there as
+        `{site}/{gateway}/{event_id}/{camera}-{phase}-{shot}.jpg`."""
         self.host = host
         self.port = port
         self.share_group = share_group
@@ -102,6 +132,12 @@ class PlatformConsole:
         self.auto_ack_s = auto_ack_s
         self.operator = operator
         self._timers: list[threading.Timer] = []
+        self.snapshot_dir = snapshot_dir
+        self.snapshots: list[Snapshot] = []
+        """Unique snapshots in arrival order."""
+        self.snapshot_failures: list[dict[str, Any]] = []
+        """Unique `snapshot_failed` records in arrival order."""
+        self._snapshot_keys: set[tuple[str, str, str, str, int, bool]] = set()
         self.connected = threading.Event()
         self._subscribed = threading.Event()
         self._jsonl_file: TextIO | None = None
@@ -195,6 +231,7 @@ class PlatformConsole:
         parts = msg.topic.split("/")
         kind = parts[4] if len(parts) > 4 else ""
         line: str | None = None
+        save: Snapshot | None = None
         with self._cond:
             self.raw.append(rec)
             if kind == "event":
@@ -216,6 +253,8 @@ class PlatformConsole:
                     line = _format_event(doc, rec.arrived_wall)
                     if self.auto_ack_s is not None and doc.get("type") in ("alarm", "drill"):
                         self._schedule_ack(parts[2], parts[3], event_id)
+            elif kind == "snapshot":
+                save, line = self._snapshot(parts, rec)
             elif kind == "status":
                 try:
                     self.status[f"{parts[2]}/{parts[3]}"] = json.loads(rec.payload)
@@ -241,7 +280,14 @@ class PlatformConsole:
                     self.health.append(json.loads(rec.payload))
                 except ValueError as exc:
                     self.invalid.append((msg.topic, f"{exc}"))
+            if save is not None and self.snapshot_dir is not None:
+                save.path = (self.snapshot_dir / parts[2] / parts[3] / save.event_id
+                             / f"{save.camera}-{save.phase}-{save.shot}.jpg")
             self._cond.notify_all()
+        if save is not None and save.path is not None:
+            save.path.parent.mkdir(parents=True, exist_ok=True)
+            save.path.write_bytes(save.jpeg)
+            line = f"{line} -> {save.path}"
         if self._jsonl_file is not None:
             self._jsonl_file.write(json.dumps({
                 "topic": rec.topic, "arrived": rec.arrived_wall, "properties": props,
@@ -291,6 +337,46 @@ class PlatformConsole:
         self._timers.append(t)
         t.start()
 
+    def _snapshot(self, parts: list[str], rec: Received) -> tuple[Snapshot | None, str | None]:
+        """Keep one snapshot or snapshot_failed record (called with the lock held)."""
+        gw = f"{parts[2]}/{parts[3]}"
+        if len(parts) < 7:
+            self.invalid.append((rec.topic, "snapshot topic without event id and camera"))
+            return None, None
+        event_id, camera = parts[5], parts[6]
+        failed = len(parts) > 7 and parts[7] == "failed"
+        user = {str(k): str(v) for k, v in rec.properties.get("UserProperty", [])}
+        if failed:
+            try:
+                doc = json.loads(rec.payload)
+                phase, shot = str(doc["phase"]), int(doc["shot"])
+            except (ValueError, KeyError, TypeError) as exc:
+                self.invalid.append((rec.topic, f"{exc}"))
+                return None, None
+            key = (gw, event_id, camera, phase, shot, True)
+            if key in self._snapshot_keys:
+                return None, None
+            self._snapshot_keys.add(key)
+            self.snapshot_failures.append(doc)
+            return None, (f"{time.strftime('%H:%M:%S')}  SNAPSHOT FAILED  {gw} event"
+                          f" {event_id[:8]} {camera} {phase} {shot}: {doc.get('reason')}:"
+                          f" {doc.get('error')}")
+        try:
+            phase, shot = user["phase"], int(user["shot"])
+        except (KeyError, ValueError) as exc:
+            self.invalid.append((rec.topic, f"snapshot without phase/shot properties: {exc}"))
+            return None, None
+        key = (gw, event_id, camera, phase, shot, False)
+        if key in self._snapshot_keys:
+            return None, None
+        self._snapshot_keys.add(key)
+        snap = Snapshot(gw, event_id, camera, phase, shot, rec.payload,
+                        rec.properties.get("ContentType"), user, rec.arrived_mono)
+        self.snapshots.append(snap)
+        return snap, (f"{time.strftime('%H:%M:%S')}  SNAPSHOT        {gw} event {event_id[:8]}"
+                      f" {camera} {phase} {shot}  {len(rec.payload) / 1024:.0f} KiB taken"
+                      f" {user.get('taken_at', '?')}")
+
     # -- readers ----------------------------------------------------------
 
     def wait_for(self, predicate: Callable[[PlatformConsole], bool], timeout: float) -> bool:
@@ -310,6 +396,20 @@ class PlatformConsole:
         with self._cond:
             mine = [e for e in self.events if f"{e['site']}/{e['gateway']}" == gateway]
         return sorted(mine, key=lambda e: int(e["seq"]))
+
+    def snapshots_of(self, event_id: str | None = None, camera: str | None = None
+                     ) -> list[Snapshot]:
+        with self._cond:
+            return [s for s in self.snapshots
+                    if (event_id is None or s.event_id == event_id)
+                    and (camera is None or s.camera == camera)]
+
+    def failures_of(self, event_id: str | None = None, camera: str | None = None
+                    ) -> list[dict[str, Any]]:
+        with self._cond:
+            return [f for f in self.snapshot_failures
+                    if (event_id is None or f.get("event_id") == event_id)
+                    and (camera is None or f.get("camera") == camera)]
 
     def gaps(self) -> dict[str, list[int]]:
         with self._cond:
@@ -364,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--share", metavar="GROUP", help="consume via $share/GROUP/...")
     ap.add_argument("--jsonl", type=Path, help="append every received message to this file")
+    ap.add_argument("--snapshot-dir", type=Path, help="save every snapshot (JPEG) under this"
+                    " directory")
     ap.add_argument("--ca", type=Path, help="CA file: connect with TLS")
     ap.add_argument("--cert", type=Path)
     ap.add_argument("--key", type=Path)
@@ -388,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     console = PlatformConsole(args.host, args.port, share_group=args.share, jsonl=args.jsonl,
                               out=sys.stdout, tls_ca=args.ca, tls_cert=args.cert,
                               tls_key=args.key, command_key=key, auto_ack_s=args.auto_ack,
-                              operator=args.operator)
+                              operator=args.operator, snapshot_dir=args.snapshot_dir)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -31,6 +31,8 @@ DEFAULT_INPUTS: list[dict[str, Any]] = [
 
 
 def _toml_value(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
@@ -43,7 +45,8 @@ def write_config(directory: Path, *, broker_port: int, inputs: Sequence[dict[str
                  store: dict[str, Any] | None = None, debounce_ms: int = 30,
                  health_interval_s: float = 30.0, sync_source: str = "assume-synced",
                  site: str = "test-school", gateway: str = "gw-test",
-                 unsynced_fault_s: float | None = None) -> Path:
+                 unsynced_fault_s: float | None = None,
+                 cameras: Sequence[dict[str, Any]] = ()) -> Path:
     """Write a simulator config in `directory` (state and socket beside it) and return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     b: dict[str, Any] = {"host": "127.0.0.1", "port": broker_port, "keepalive_s": 5,
@@ -65,6 +68,8 @@ def write_config(directory: Path, *, broker_port: int, inputs: Sequence[dict[str
               "", "[gpio]", 'backend = "mock"', f"debounce_ms = {debounce_ms}"]
     for inp in inputs if inputs is not None else DEFAULT_INPUTS:
         lines += ["", "[[inputs]]"] + [f"{k} = {_toml_value(v)}" for k, v in inp.items()]
+    for cam in cameras:
+        lines += ["", "[[cameras]]"] + [f"{k} = {_toml_value(v)}" for k, v in cam.items()]
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -337,3 +337,30 @@ def test_platform_ack_lights_the_lamp_and_output_command_switches(
     bad = wait_result(platform, platform.send_command(SITE, GWID, "output",
                                                       {"output": "nope", "on": True}))
     assert (bad["ok"], bad["code"]) == (False, "bad_args") and "siren" in bad["reason"]
+
+
+def test_platform_snapshot_command_uplinks_a_picture_or_says_why_not(
+        tmp_path: Path, broker: Mosquitto, platform: PlatformConsole) -> None:
+    key_file = tmp_path / "cmd.key"
+    key_file.write_text(KEY.hex())
+    cam = {"id": "gate-cam", "name": "南门摄像机", "driver": "sim", "username": "admin",
+           "password": "sim-pass", "width": 320, "height": 180, "timeout_s": 1.0}
+    cfg = write_config(tmp_path / "gw", broker_port=broker.port, cameras=[cam])
+    with cfg.open("a") as f:
+        f.write(f'\n[commands]\nkey_file = "{key_file}"\n')
+    with InProcessGateway(cfg) as gw:
+        online(platform)
+        cid = platform.send_command(SITE, GWID, "snapshot", {"camera": "gate-cam"})
+        res = wait_result(platform, cid)
+        assert res["ok"] and (res["result"]["width"], res["result"]["height"]) == (320, 180)
+        assert platform.wait_for(lambda p: any(s.event_id == cid for s in p.snapshots), 10)
+        snap = next(s for s in platform.snapshots if s.event_id == cid)
+        assert snap.jpeg[:2] == b"\xff\xd8" and snap.phase == "request"
+        assert gw.service.cameras is not None
+        gw.service.cameras.sims["gate-cam"].set_mode("500")
+        bad = wait_result(platform, platform.send_command(SITE, GWID, "snapshot",
+                                                          {"camera": "gate-cam"}))
+        assert (bad["ok"], bad["code"]) == (False, "failed") and "500" in bad["reason"]
+        unknown = wait_result(platform, platform.send_command(SITE, GWID, "snapshot",
+                                                              {"camera": "nope"}))
+        assert (unknown["ok"], unknown["code"]) == (False, "bad_args")

@@ -705,9 +705,12 @@ def test_check_config_json(tmp_path: Path, pki: Pki) -> None:
     assert doc["tls"] is True
     assert doc["gpio_backend"] == "mock"
     assert doc["inputs"] == [
-        {"id": "gate-panic", "kind": "panic", "source": "gpio:17", "active_level": "low"},
-        {"id": "box-tamper", "kind": "tamper", "source": "gpio:22", "active_level": "high"},
+        {"id": "gate-panic", "kind": "panic", "source": "gpio:17", "active_level": "low",
+         "cameras": []},
+        {"id": "box-tamper", "kind": "tamper", "source": "gpio:22", "active_level": "high",
+         "cameras": []},
     ]
+    assert doc["cameras"] == []
 
 
 @pytest.fixture
