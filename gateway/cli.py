@@ -237,8 +237,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.action == "camera":
         return _sim_camera(cfg, args)
     if args.mode is not None or args.latency is not None:
-        print("error: a mode and --latency only go with `sim camera CAMERA MODE` (a mode also"
-              " with `sim modbus-fault MODULE MODE`)", file=sys.stderr)
+        print(f"error: sim {args.action}: unexpected argument: a mode and --latency only go with"
+              " `sim camera CAMERA MODE` (a mode also with `sim modbus-fault MODULE MODE`)",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         res = _control(cfg, {"cmd": "sim", "action": args.action, "input": args.input})
