@@ -27,8 +27,9 @@ def modem(tmp_path: Path) -> Iterator[SimModem]:
 def config(tmp_path: Path, broker_port: int, modem_port: str, **esc: Any) -> Path:
     (tmp_path / "k").write_text(KEY.hex())
     cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0)
-    settings = {"ack_timeout_s": 1.0, "uplink_down_s": 1.0, **esc}
-    lines = ["", "[commands]", f'key_file = "{tmp_path / "k"}"', "", "[escalation]"]
+    settings = {"ack_timeout_s": 1.0, "uplink_down_s": 1.0, "sounder": "sounder", **esc}
+    lines = ["", "[[outputs]]", 'id = "sounder"', 'name = "门卫室警号"', "gpio = 24",
+             "", "[commands]", f'key_file = "{tmp_path / "k"}"', "", "[escalation]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     lines += [f'sms_to = ["{DUTY}"]', "", "[escalation.modem]", f'port = "{modem_port}"',
               "sms_timeout_s = 5"]
@@ -47,11 +48,15 @@ def test_no_ack_sends_an_sms_with_the_point_name_and_records_it(
         assert gw.panel is not None
         gw.panel.press("gate-panic")
         (sms,) = modem.wait_for_messages(1, timeout=15)
-        assert console.wait_for(lambda c: len(escalations(c)) == 1, 10)
+        assert console.wait_for(lambda c: len(escalations(c)) == 2, 10)
+        sounder = gw.service.outputs.status_of("sounder") if gw.service.outputs else {}
+    assert sounder["on"] is True
     assert sms.number == DUTY
     assert "南门门卫室一键报警" in sms.text and "平台未确认接警" in sms.text
     alarm = console.events_of("alarm")[0]
-    step = escalations(console)[0]
+    sounder_on, step = escalations(console)
+    assert sounder_on["detail"]["step"] == "sounder_on"
+    assert sounder_on["detail"]["output"] == "sounder"
     assert step["detail"]["step"] == "sms_sent"
     assert step["detail"]["reason"] == "no_ack"
     assert step["detail"]["for_event"] == alarm["id"]
@@ -100,12 +105,15 @@ def test_a_failing_modem_is_a_fault_not_a_crash(
     with InProcessGateway(config(tmp_path, broker.port, modem.port)) as gw:
         assert gw.panel is not None
         gw.panel.press("gate-panic")
-        assert console.wait_for(lambda c: len(c.events_of("fault")) == 1, 30)
-        assert console.wait_for(lambda c: len(escalations(c)) == 1, 10)
+        assert console.wait_for(lambda c: any(f["point"]["id"] == "modem"
+                                              for f in c.events_of("fault")), 30)
+        assert console.wait_for(lambda c: len(escalations(c)) == 2, 10)
         status = gw.service.status()
-    step = escalations(console)[0]
-    assert step["detail"]["step"] == "sms_failed"
-    fault = console.events_of("fault")[0]
+    steps = [e["detail"]["step"] for e in escalations(console)]
+    # The sounder went on first, and stays on though the SMS failed.
+    assert steps == ["sounder_on", "sms_failed"]
+    assert [o["on"] for o in status["outputs"] if o["id"] == "sounder"] == [True]
+    fault = next(f for f in console.events_of("fault") if f["point"]["id"] == "modem")
     assert fault["point"]["id"] == "modem" and "SMS" in fault["detail"]["reason"]
     assert "modem" in [f["device"] for f in status["faults"]]
     assert status["police"]["escalation"]["modem_faulty"] is True
