@@ -22,7 +22,7 @@ way (oldest first) when the store's byte budget is full.
 Every picture listed in an event arrives at the platform as one message on
 `snapshot/{event_id}/{camera}`: a JPEG, or, when the capture failed, a
 `snapshot_failed` JSON record on `snapshot/{event_id}/{camera}/failed`
-(docs/protocol.md). A camera whose captures fail `fault_after` times in a
+(docs/protocol/README.md). A camera whose captures fail `fault_after` times in a
 row becomes a `fault` event (video loss) and a `fault_cleared` when a
 capture succeeds again.
 """

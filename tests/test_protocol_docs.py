@@ -16,7 +16,7 @@ from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
 ROOT = Path(__file__).resolve().parents[1]
-ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
+ASYNCAPI = ROOT / "docs" / "protocol" / "asyncapi.yaml"
 
 
 def channel_schemas() -> list[tuple[re.Pattern[str], dict[str, Any]]]:

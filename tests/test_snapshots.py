@@ -367,7 +367,7 @@ def test_when_the_budget_is_full_the_oldest_snapshots_go_and_no_alarm_does(
 
 def test_failed_records_and_events_are_json_with_the_schema(
         two_cameras: tuple[InProcessGateway, PlatformConsole]) -> None:
-    """The schema that docs/protocol.md promises matches the record the gateway sends."""
+    """The schema that docs/protocol/README.md promises matches the record the gateway sends."""
     gw, console = two_cameras
     sim(gw, "yard-cam").set_mode("html")
     press(gw)

@@ -102,7 +102,7 @@ def snapshot_failed_topic(event_id: str, camera: str) -> str:
 
 def snapshot_properties(*, event_id: str, camera: str, phase: SnapshotPhase, shot: int,
                         taken_at: str, mono_ns: int, time_synced: bool) -> dict[str, Any]:
-    """MQTT 5 PUBLISH properties of one JPEG (stored with the row; see docs/protocol.md)."""
+    """MQTT 5 PUBLISH properties of one JPEG (stored with the row; see docs/protocol/README.md)."""
     return {
         "ContentType": "image/jpeg",
         "UserProperty": [["event_id", event_id], ["camera", camera], ["phase", phase],
