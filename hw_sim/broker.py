@@ -328,6 +328,8 @@ class Mosquitto:
             "log_type information",
             "allow_anonymous true",
             "max_queued_messages 100000",
+            # As a platform's broker should: no Nagle delay on small alarm messages.
+            "set_tcp_nodelay true",
         ]
         try:
             # As root Mosquitto would switch to the "mosquitto" user, which cannot read a

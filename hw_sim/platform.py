@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -203,6 +204,9 @@ class PlatformConsole:
             log.error("platform console: broker refused: %s", rc)
             return
         self.connected.set()
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         opts = SubscribeOptions(qos=1)
         client.subscribe([(self._topic(s), opts) for s in
                           ("event", "status", "health", "snapshot/#", "cmd/result")])

@@ -285,6 +285,12 @@ class Uplink:
         if not isinstance(paho_sock, socket.socket):
             return
         sock: socket.socket = paho_sock
+        # Alarms are small and must not wait for Nagle's algorithm to batch them behind
+        # an unacknowledged segment (40 ms with delayed ACKs); paho leaves it on.
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            log.debug("uplink: cannot set TCP_NODELAY: %s", exc)
         tls_sock = sock if isinstance(sock, ssl.SSLSocket) else None
         deadline = time.monotonic() + self.settings.connect_timeout_s
         self._last_rx = time.monotonic()
