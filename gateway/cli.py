@@ -215,6 +215,9 @@ def cmd_drills(args: argparse.Namespace) -> int:
               f" total {total}, {state}")
         for step, ms in d["durations_ms"].items():
             print(f"    {step:<26} {ms:9.1f} ms")
+        if d.get("snapshots"):
+            print(f"    {d['snapshots']['count']} snapshots delivered, the last"
+                  f" {d['snapshots']['last_after_ms']:.0f} ms after the press")
     return EXIT_OK
 
 

@@ -4,7 +4,8 @@ A drill (`alarmgw test-alarm --drill POINT`, or the platform's `drill`
 command) travels the alarm path like a real alarm, marked `drill`. Its
 steps are recorded as they happen: pressed (raised), committed (fsynced),
 published, PUBACK (the broker has it), platform_ack (the police platform
-acknowledged it). Each step keeps UTC time and CLOCK_BOOTTIME, so its
+acknowledged it), and its snapshots (how many the broker has, and when the
+last arrived). Each step keeps UTC time and CLOCK_BOOTTIME, so its
 durations are exact even when the wall clock is not synced.
 `alarmgw drills` prints them.
 """
@@ -54,6 +55,15 @@ class DrillLog:
         for row in rows:
             if row.event_type == "drill" and row.event_id is not None:
                 self._step(row.event_id, step)
+            elif step == "puback" and row.topic.startswith("snapshot/") \
+                    and not row.topic.endswith("/failed"):
+                # snapshot/{event_id}/{camera}: one of an event's pictures is delivered;
+                # the store ignores events that are not drills.
+                try:
+                    self.outbox.drill_snapshot(row.topic.split("/")[1],
+                                               utc_iso(time.time_ns()), mono_ns())
+                except Exception:
+                    log.exception("drills: could not record a snapshot of %s", row.topic)
 
     def on_ack(self, event_id: str, point_id: str, ack: dict[str, Any]) -> dict[str, Any]:
         """Command dispatcher ack listener."""

@@ -403,6 +403,23 @@ class Outbox:
             raise StoreError(f"store {self.path}: cannot record drill step {step}: {exc}"
                              ) from exc
 
+    def drill_snapshot(self, event_id: str, at: str, mono: int) -> None:
+        """Count one more of a drill's snapshots delivered (PUBACK), keeping the last time."""
+        try:
+            with self._txn("NORMAL") as db:
+                row = db.execute("SELECT timeline FROM drills WHERE event_id=?",
+                                 (event_id,)).fetchone()
+                if row is None:
+                    return
+                timeline = json.loads(row[0])
+                count = int(timeline.get("snapshots", {}).get("count", 0)) + 1
+                timeline["snapshots"] = {"at": at, "mono_ns": mono, "count": count}
+                db.execute("UPDATE drills SET timeline=? WHERE event_id=?",
+                           (json.dumps(timeline), event_id))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: cannot record a drill snapshot: {exc}"
+                             ) from exc
+
     def drills(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
             db = self._db
@@ -609,9 +626,14 @@ def _drills(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
         if len(steps) >= 2:
             total = round((timeline[steps[-1]]["mono_ns"] - timeline[steps[0]]["mono_ns"]) / 1e6,
                           3)
+        snaps = timeline.get("snapshots")
+        snapshots = None
+        if snaps is not None and "pressed" in timeline:
+            snapshots = {"count": snaps["count"], "last_after_ms": round(
+                (snaps["mono_ns"] - timeline["pressed"]["mono_ns"]) / 1e6, 3)}
         out.append({"event_id": event_id, "seq": seq, "point": point,
                     "requested_by": requested_by, "boot_id": boot_id, "timeline": timeline,
-                    "durations_ms": durations, "total_ms": total,
+                    "durations_ms": durations, "total_ms": total, "snapshots": snapshots,
                     "complete": all(s in timeline for s in DRILL_STEPS)})
     return out
 

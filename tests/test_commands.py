@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from gw import InProcessGateway, write_config
+from gw import DEFAULT_INPUTS, InProcessGateway, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -364,3 +364,23 @@ def test_platform_snapshot_command_uplinks_a_picture_or_says_why_not(
         unknown = wait_result(platform, platform.send_command(SITE, GWID, "snapshot",
                                                               {"camera": "nope"}))
         assert (unknown["ok"], unknown["code"]) == (False, "bad_args")
+
+
+def test_a_drill_timeline_counts_its_snapshots(tmp_path: Path, broker: Mosquitto,
+                                               platform: PlatformConsole) -> None:
+    cam = {"id": "gate-cam", "name": "南门摄像机", "driver": "sim", "username": "admin",
+           "password": "sim-pass", "width": 160, "height": 90, "timeout_s": 1.0, "shots": 2,
+           "interval_s": 0.1}
+    inputs = [dict(i, cameras=["gate-cam"]) if i["id"] == "gate-panic" else i
+              for i in DEFAULT_INPUTS]
+    cfg = write_config(tmp_path / "gw", broker_port=broker.port, cameras=[cam], inputs=inputs)
+    with InProcessGateway(cfg) as gw:
+        online(platform)
+        res = gw.service.handle_control({"cmd": "test-alarm", "point": "gate-panic",
+                                         "drill": True})
+        assert platform.wait_for(lambda p: sum(s.event_id == res["id"]
+                                               for s in p.snapshots) == 2, 10)
+        assert gw.service.uplink is not None and gw.service.uplink.wait_for_drained(10)
+        (drill,) = gw.service.handle_control({"cmd": "drills"})
+    assert drill["snapshots"]["count"] == 2
+    assert drill["snapshots"]["last_after_ms"] > 0
