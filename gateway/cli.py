@@ -82,6 +82,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                      + [{"id": p.id, "kind": p.kind, "source": p.source, "contact": p.contact}
                         for p in cfg.modbus.points],
                      "cameras": [_camera_summary(c) for c in cfg.cameras],
+                     "commands": _commands_summary(cfg),
+                     "escalation": _escalation_summary(cfg),
                      **_modbus_summary(cfg)})
         return EXIT_OK
     b = cfg.broker
@@ -107,7 +109,43 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f" max {c.max_bytes // 1024} KiB; {c.shots} after an alarm {c.interval_s:g} s"
               f" apart, {pre}; probe every {c.probe_interval_s:g} s"
               + (f"; user {c.username}" if c.username else "") + f"  {c.name}")
+    cmds = _commands_summary(cfg)
+    if cmds is None:
+        print("  commands  OFF: no [commands]; the platform cannot acknowledge (no ack lamp)")
+    else:
+        lamps = ", ".join(f"{p} -> {o}" for p, o in cmds["ack_lamps"].items())
+        print(f"  commands  {'signed (HMAC-SHA256)' if cmds['signed'] else 'UNSIGNED: insecure'},"
+              f" window {cmds['max_age_s']:g} s behind / {cmds['max_future_s']:g} s ahead;"
+              f" ack lamp {cmds['ack_lamp'] or 'none'}" + (f" ({lamps})" if lamps else ""))
+    esc = _escalation_summary(cfg)
+    if esc is None:
+        print("  escalate  OFF: no [escalation]; an unacknowledged alarm is not escalated")
+    else:
+        print(f"  escalate  after {esc['ack_timeout_s']:g} s without ack, or"
+              f" {esc['uplink_down_s']:g} s with the uplink down: sounder"
+              f" {esc['sounder'] or 'none'}, SMS to {len(esc['sms_to'])} number(s) via"
+              f" {esc['modem_port'] or 'no modem'}")
     return EXIT_OK
+
+
+def _commands_summary(cfg: Config) -> dict[str, Any] | None:
+    c = cfg.commands
+    if c is None:
+        return None
+    return {"signed": c.require_signature, "max_age_s": c.max_age_s,
+            "max_future_s": c.max_future_s, "ack_lamp": c.ack_lamp,
+            "ack_lamps": dict(c.ack_lamps), "ack_lamp_s": c.ack_lamp_s}
+
+
+def _escalation_summary(cfg: Config) -> dict[str, Any] | None:
+    e = cfg.escalation
+    if e is None:
+        return None
+    # Duty numbers are personal data: the last four digits are enough to check them.
+    return {"ack_timeout_s": e.ack_timeout_s, "uplink_down_s": e.uplink_down_s,
+            "sounder": e.sounder, "sounder_s": e.sounder_s,
+            "sms_to": ["*" * max(0, len(n) - 4) + n[-4:] for n in e.sms_to],
+            "modem_port": e.modem_port}
 
 
 def _camera_summary(c: CameraSettings) -> dict[str, Any]:

@@ -384,3 +384,25 @@ def test_a_drill_timeline_counts_its_snapshots(tmp_path: Path, broker: Mosquitto
         (drill,) = gw.service.handle_control({"cmd": "drills"})
     assert drill["snapshots"]["count"] == 2
     assert drill["snapshots"]["last_after_ms"] > 0
+
+
+def test_check_config_shows_the_police_loop_without_its_secrets(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    key_file = tmp_path / "cmd.key"
+    key_file.write_text(KEY.hex())
+    cfg = write_config(tmp_path / "gw", broker_port=1883)
+    with cfg.open("a") as f:
+        f.write(f'\n[commands]\nkey_file = "{key_file}"\n'
+                '\n[escalation]\nsms_to = ["+8613912345678"]\n'
+                '[escalation.modem]\nport = "/dev/ttyUSB2"\n')
+    res = subprocess.run([sys.executable, "-m", "gateway", "check-config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "commands  signed (HMAC-SHA256), window 40 s behind / 20 s ahead" in res.stdout
+    assert "SMS to 1 number(s) via /dev/ttyUSB2" in res.stdout
+    js = subprocess.run([sys.executable, "-m", "gateway", "check-config", "--json", str(cfg)],
+                        capture_output=True, text=True, timeout=60, check=False).stdout
+    assert "+8613912345678" not in js and "*********5678" in js
+    assert KEY.hex() not in res.stdout + js
