@@ -190,6 +190,8 @@ class EscalationSettings:
     modem_baud: int
     modem_pin: str | None = field(repr=False)
     sms_timeout_s: float
+    modem_check_s: float = 600.0
+    """How often the modem is asked for its SIM, network and signal, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -509,8 +511,9 @@ def _parse_escalation(t: _Table) -> EscalationSettings:
     baud = 115200
     pin = None
     timeout = 60.0
+    check_s = 600.0
     if modem_t is not None:
-        modem_t.expect("port", "baud", "pin_file", "sms_timeout_s")
+        modem_t.expect("port", "baud", "pin_file", "sms_timeout_s", "check_interval_s")
         port = modem_t.text("port", required=True)
         baud = modem_t.integer("baud", 115200, min=1200, max=4_000_000)
         pin_file = modem_t.opt_path("pin_file")
@@ -520,6 +523,7 @@ def _parse_escalation(t: _Table) -> EscalationSettings:
             except (OSError, UnicodeDecodeError) as exc:
                 raise modem_t.error("pin_file", f"cannot read {pin_file}: {exc}") from exc
         timeout = modem_t.number("sms_timeout_s", 60.0, min=5.0, max=600.0)
+        check_s = modem_t.number("check_interval_s", 600.0, min=5.0, max=86400.0)
         modem_t.done()
     if sms_to and port is None:
         raise t.error("modem", "missing: sms_to needs an [escalation.modem] with the modem's"
@@ -537,6 +541,7 @@ def _parse_escalation(t: _Table) -> EscalationSettings:
         modem_baud=baud,
         modem_pin=pin,
         sms_timeout_s=timeout,
+        modem_check_s=check_s,
     )
     t.done()
     return settings

@@ -53,16 +53,20 @@ class Escalation:
                  points: dict[str, Point], uplink_connected: Callable[[], bool],
                  set_output: Callable[[str, bool, float | None], None] | None,
                  send_sms: Callable[[str, str], None] | None,
-                 site: str, gateway: str) -> None:
+                 site: str, gateway: str,
+                 check_modem: Callable[[], list[str]] | None = None) -> None:
         """`set_output(output_id, on, duration_s)` switches an output (may raise);
         `send_sms(number, text)` sends one SMS, however many parts (may raise, may
-        take seconds)."""
+        take seconds); `check_modem()` asks the modem for its SIM, network and signal and
+        returns what stands in the way of an SMS (may raise), every modem_check_s."""
         self.settings = settings
         self.engine = engine
         self.points = points
         self._connected = uplink_connected
         self._set_output = set_output
         self._send_sms = send_sms
+        self._check_modem = check_modem
+        self._next_check = time.monotonic()
         self.site = site
         self.gateway = gateway
         self._pending: dict[str, _Pending] = {}
@@ -71,7 +75,7 @@ class Escalation:
         self._stop = threading.Event()
         self._down_since: float | None = None
         self._thread: threading.Thread | None = None
-        self._work: queue.SimpleQueue[tuple[_Pending, str] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[_Pending, str] | str | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self.escalated_total = 0
         self.modem_faulty = False
@@ -165,6 +169,9 @@ class Escalation:
                     del self._pending[eid]
             for item in due:
                 self._work.put(item)
+            if self._check_modem is not None and now >= self._next_check:
+                self._next_check = now + self.settings.modem_check_s
+                self._work.put("check-modem")
 
     # -- acting (worker thread) ------------------------------------------------
 
@@ -178,6 +185,10 @@ class Escalation:
             item = self._work.get()
             if item is None:
                 return
+            if item == "check-modem":
+                self._supervise_modem()
+                continue
+            assert not isinstance(item, str)
             p, reason = item
             try:
                 self._escalate(p, reason)
@@ -212,6 +223,19 @@ class Escalation:
             else:
                 self._record(p, "sms_sent", reason, to=_mask(number))
                 self._modem_fault(False, "")
+
+    def _supervise_modem(self) -> None:
+        """A modem nobody checks is found dead on the day an alarm needs it."""
+        assert self._check_modem is not None
+        try:
+            problems = self._check_modem()
+        except Exception as exc:
+            self._modem_fault(True, str(exc))
+            return
+        if problems:
+            self._modem_fault(True, "; ".join(problems))
+        else:
+            self._modem_fault(False, "")
 
     def _modem_fault(self, active: bool, reason: str) -> None:
         if active == self.modem_faulty:

@@ -315,6 +315,7 @@ class Service:
 
     def _start_escalation(self, settings: EscalationSettings) -> None:
         send_sms: Callable[[str, str], None] | None = None
+        check_modem: Callable[[], list[str]] | None = None
         if settings.modem_port is not None:
             modem = Modem(settings.modem_port, settings.modem_baud, pin=settings.modem_pin,
                           send_timeout_s=settings.sms_timeout_s)
@@ -326,6 +327,11 @@ class Service:
                 if not modem.is_open:
                     modem.open()
                 modem.send_sms(number, text)
+
+            def check_modem() -> list[str]:
+                if not modem.is_open:
+                    modem.open()
+                return modem.check().problems()
         set_output: Callable[[str, bool, float | None], None] | None = None
         if self.outputs is not None:
             outputs = self.outputs
@@ -337,7 +343,7 @@ class Service:
             settings, engine=self.engine, points={p.id: p for p in self.points()},
             uplink_connected=lambda: bool(self.uplink and self.uplink.state()["connected"]),
             set_output=set_output, send_sms=send_sms, site=self.config.gateway.site,
-            gateway=self.config.gateway.id)
+            gateway=self.config.gateway.id, check_modem=check_modem)
         self.add_listener(self.escalation.on_committed)
         if self.commands is not None:
             self.commands.ack_listeners.append(self.escalation.on_ack)

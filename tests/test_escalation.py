@@ -118,3 +118,20 @@ def test_a_failing_modem_is_a_fault_not_a_crash(
     assert "modem" in [f["device"] for f in status["faults"]]
     assert status["police"]["escalation"]["modem_faulty"] is True
     assert status["police"]["escalation"]["escalated_total"] == 1
+
+
+def test_the_modem_is_supervised_without_any_alarm(
+        tmp_path: Path, broker: Mosquitto, console: PlatformConsole, modem: SimModem) -> None:
+    modem.set_fault("no_sim")
+    cfg = config(tmp_path, broker.port, modem.port)
+    cfg.write_text(cfg.read_text().replace("sms_timeout_s = 5", "sms_timeout_s = 5\n"
+                                           "check_interval_s = 5"))
+    with InProcessGateway(cfg):
+        assert console.wait_for(lambda c: any(f["point"]["id"] == "modem"
+                                              for f in c.events_of("fault")), 20)
+        fault = next(f for f in console.events_of("fault") if f["point"]["id"] == "modem")
+        assert "SIM" in fault["detail"]["reason"]
+        modem.set_fault("none")
+        assert console.wait_for(lambda c: any(f["point"]["id"] == "modem"
+                                              for f in c.events_of("fault_cleared")), 20)
+    assert console.events_of("alarm") == [] and modem.messages == []
