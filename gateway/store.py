@@ -36,11 +36,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.errors import StoreError, StoreFullError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 PRUNE_BATCH = 64
@@ -638,8 +640,8 @@ def _drills(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def read_drills_offline(path: Path, limit: int = 100) -> list[dict[str, Any]]:
-    """The drill records of a store whose service is not running."""
+def _read_offline(path: Path, read: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `read` on a read-only connection to the store of a service that is not running."""
     if not path.exists():
         raise StoreError(f"no store at {path} (has the service ever run with this config?)")
     try:
@@ -647,24 +649,18 @@ def read_drills_offline(path: Path, limit: int = 100) -> list[dict[str, Any]]:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the store {path} read-only: {exc}") from exc
     try:
-        return _drills(db, limit)
+        return read(db)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the store {path}: {exc}") from exc
     finally:
         db.close()
+
+
+def read_drills_offline(path: Path, limit: int = 100) -> list[dict[str, Any]]:
+    """The drill records of a store whose service is not running."""
+    return _read_offline(path, lambda db: _drills(db, limit))
 
 
 def read_queue_offline(path: Path, limit: int = 100) -> tuple[QueueStats, list[dict[str, Any]]]:
     """Read the queue of a store whose service is not running, without changing it."""
-    if not path.exists():
-        raise StoreError(f"no store at {path} (has the service ever run with this config?)")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the store {path} read-only: {exc}") from exc
-    try:
-        return _stats(db, 0, 0, 0), _waiting(db, limit)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the store {path}: {exc}") from exc
-    finally:
-        db.close()
+    return _read_offline(path, lambda db: (_stats(db, 0, 0, 0), _waiting(db, limit)))
