@@ -10,6 +10,7 @@ silently ignored is a button that silently does not work.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import ssl
 import tomllib
@@ -324,7 +325,10 @@ class _Table:
         value = self.text(name)
         p = Path(value)
         if not p.is_absolute():
-            p = (self.path.parent / p).resolve()
+            # Relative to the config file, made absolute without following symlinks: a
+            # serial port given as a stable link (run/ttyRS485, /dev/serial/by-id/...)
+            # must stay that link, not the /dev/pts/N or ttyUSB0 it points to today.
+            p = Path(os.path.normpath(self.path.parent.absolute() / p))
         return p
 
     def opt_path(self, name: str) -> Path | None:

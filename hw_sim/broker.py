@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from hw_sim.lifeline import die_with_parent
+
 log = logging.getLogger(__name__)
 
 #: Where Debian (and Raspberry Pi OS) install the broker; /usr/sbin is often not on a user's PATH.
@@ -383,6 +385,8 @@ class Mosquitto:
                 stderr=logf,
                 close_fds=True,
                 start_new_session=True,
+                # A killed demo or test takes its broker along (see hw_sim.lifeline).
+                preexec_fn=die_with_parent,  # noqa: PLW1509
             )
         self._proc = proc
         try:

@@ -60,6 +60,7 @@ from gateway.config_modbus import (
 )
 from gateway.config_outputs import OutputSettings
 from gateway.drivers.modbus import rtu_adu
+from hw_sim.lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -449,7 +450,8 @@ class SimRtuBus(SimBus):
         proc = subprocess.Popen(
             [socat, "-d", "-d", f"pty,raw,echo=0,link={self.port}",
              f"pty,raw,echo=0,link={server_end}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent)  # noqa: PLW1509 (hw_sim.lifeline)
         self._socat = proc
         assert proc.stderr is not None
         # socat says "starting data transfer loop" once both ptys and their links exist.

@@ -45,6 +45,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
+from hw_sim.lifeline import die_with_parent
+
 log = logging.getLogger(__name__)
 
 #: The faults :meth:`SimModem.set_fault` knows.
@@ -256,7 +258,7 @@ class SimModem:
                f"pty,raw,echo=0,link={driver_link}", f"pty,raw,echo=0,link={sim_link}"]
         self._stop.clear()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE)
+                                      stderr=subprocess.PIPE, preexec_fn=die_with_parent)  # noqa: PLW1509
         try:
             self._wait_ready(timeout)
             fd = os.open(self._sim_pty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)

@@ -264,3 +264,36 @@ def test_client_rejects_a_broker_certificate_for_another_host(tmp_path: Path, pk
         p.tls(pki.ca_cert, pki.client_cert, pki.client_key)
         with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
             p.start(broker)
+
+
+def test_a_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    # A demo or test killed with SIGKILL runs no cleanup; the kernel must take the
+    # broker along (hw_sim.lifeline), or it would hold its port for ever.
+    code = ("import sys; from pathlib import Path; from hw_sim.broker import Mosquitto;"
+            f"m = Mosquitto(Path({str(tmp_path / 'b')!r})); m.start();"
+            "print(m.pid, flush=True); sys.stdin.read()")
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        broker_pid = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{broker_pid}").exists() and time.monotonic() < deadline:
+            # Nothing to wait on for a process that is not our child: poll /proc.
+            time.sleep(0.02)
+        stat = Path(f"/proc/{broker_pid}/stat")
+        alive = stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+        assert not alive, f"broker {broker_pid} outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for f in (parent.stdin, parent.stdout):
+            if f is not None:
+                f.close()

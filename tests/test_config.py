@@ -777,3 +777,14 @@ def test_run_with_unusable_tls_files_exits_2_and_creates_nothing(
     doc = base()
     doc["broker"] = {"host": "localhost", "port": 1, "tls": tls}
     _run_refused(write(tmp_path / "conf", doc), "broker.tls")
+
+
+def test_relative_paths_keep_their_symlinks(tmp_path: Path) -> None:
+    # A serial port is often a stable link (/dev/serial/by-id/...): the config must keep
+    # the link, not whatever device it points to when the config is read.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    doc = base()
+    doc["gateway"]["state_dir"] = "link/./sub/../"
+    cfg = load_config(write(tmp_path, doc))
+    assert cfg.gateway.state_dir == tmp_path / "link"
