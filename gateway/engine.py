@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gateway.clock import Clock, utc_iso
+from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.drivers import FaultChange, InputChange
 from gateway.errors import GatewayError, StoreError
 from gateway.events import (
@@ -36,6 +36,9 @@ from gateway.store import EventDraft, Outbox
 log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0
+RESTORED_FAULT_GRACE_S = 60.0
+"""A fault open when the service stopped, not reported again by its driver within this
+long after start, is cleared: the device came back while the service was down."""
 
 
 @dataclass
@@ -96,6 +99,9 @@ class Engine:
             queue.SimpleQueue())
         self._points = {p.id: PointState(p) for p in points}
         self._faults: dict[str, dict[str, Any]] = {}
+        self._restored: set[str] = set()
+        """Faults carried over from before the start, not yet confirmed by their driver."""
+        self._restored_deadline: float | None = None
         self._pending: deque[Occurrence] = deque()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the counters read by stats()
@@ -136,12 +142,52 @@ class Engine:
                 log.error("engine thread did not stop within 10 s")
             self._thread = None
 
+    def _restore_faults(self) -> None:
+        try:
+            records = self.outbox.open_faults()
+        except GatewayError as exc:
+            log.error("engine: cannot read the faults open at the last stop: %s", exc)
+            return
+        for rec in records:
+            self._faults[rec["device"]] = rec
+            self._restored.add(rec["device"])
+        if records:
+            self._restored_deadline = time.monotonic() + RESTORED_FAULT_GRACE_S
+            log.warning("%d fault(s) were open when the service stopped (%s); each is cleared"
+                        " unless its device is reported faulty again within %.0f s",
+                        len(records), ", ".join(r["device"] for r in records),
+                        RESTORED_FAULT_GRACE_S)
+
+    def _clear_unconfirmed(self) -> None:
+        self._restored_deadline = None
+        for device in sorted(self._restored):
+            rec = self._faults.get(device)
+            if rec is None:
+                continue
+            self._handle_fault(FaultChange(
+                device, rec.get("name", device), rec.get("source", ""), False, "", mono_ns(),
+                rec.get("location", ""),
+                {"cleared": "not reported faulty again after the service restarted"}))
+        self._restored.clear()
+
+    def _timeout(self) -> float | None:
+        timeouts = []
+        if self._pending:
+            timeouts.append(_RETRY_S)
+        if self._restored_deadline is not None:
+            timeouts.append(max(0.0, self._restored_deadline - time.monotonic()))
+        return min(timeouts) if timeouts else None
+
     def _run(self) -> None:
+        self._restore_faults()
         while True:
             try:
-                msg = self._queue.get(timeout=_RETRY_S if self._pending else None)
+                msg = self._queue.get(timeout=self._timeout())
             except queue.Empty:
                 self._retry_pending()
+                if self._restored_deadline is not None and \
+                        time.monotonic() >= self._restored_deadline:
+                    self._clear_unconfirmed()
                 continue
             self.loops += 1
             if isinstance(msg, _Stop):
@@ -210,14 +256,24 @@ class Engine:
         ))
 
     def _handle_fault(self, fault: FaultChange) -> None:
+        if fault.active and fault.device_id in self._restored:
+            # Open before the restart and faulty still: the same failure, no new event.
+            self._restored.discard(fault.device_id)
+            log.info("fault of %s (open before the restart) confirmed by its driver",
+                     fault.device_id)
+            return
+        self._restored.discard(fault.device_id)
         is_open = fault.device_id in self._faults
         if fault.active == is_open:
             return  # already known: one fault event per failure, one clear per recovery
         since = utc_iso(self.clock.wall_at(fault.mono_ns))
+        record: dict[str, Any] | None = None
         if fault.active:
-            self._faults[fault.device_id] = {
+            record = {
                 "device": fault.device_id, "name": fault.name, "source": fault.source,
-                "reason": fault.reason, "since": since, **fault.detail}
+                "location": fault.location, "reason": fault.reason, "since": since,
+                **fault.detail}
+            self._faults[fault.device_id] = record
             log.error("FAULT: %s (%s): %s", fault.name, fault.source, fault.reason)
         else:
             opened = self._faults.pop(fault.device_id)
@@ -232,7 +288,7 @@ class Engine:
             mono_ns=fault.mono_ns,
             time_synced=self.clock.is_synced(),
             detail=detail,
-        ))
+        ), fault_open=record, fault_closed=None if fault.active else fault.device_id)
 
     def door_escalation(self, point: Point, step: str, detail: dict[str, Any]) -> None:
         """Record an escalation step as an event. Thread-safe; never blocks."""
@@ -262,7 +318,8 @@ class Engine:
                              " retried every second (see the service log)")
         return committed
 
-    def _commit(self, occ: Occurrence) -> Committed | None:
+    def _commit(self, occ: Occurrence, *, fault_open: dict[str, Any] | None = None,
+                fault_closed: str | None = None) -> Committed | None:
         t0 = time.monotonic()
         if self._plan_snapshots is not None and not occ.snapshots:
             try:
@@ -283,7 +340,8 @@ class Engine:
                               payload=encode(doc))
 
         try:
-            seq, draft = self.outbox.commit_event(LANE[occ.type], make)
+            seq, draft = self.outbox.commit_event(LANE[occ.type], make, fault_open=fault_open,
+                                                  fault_closed=fault_closed)
         except GatewayError as exc:
             with self._lock:
                 self.commit_failures += 1

@@ -146,6 +146,10 @@ CREATE TABLE IF NOT EXISTS acks (
     received_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS acks_by_event ON acks (event_id);
+CREATE TABLE IF NOT EXISTS open_faults (
+    device TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS drills (
     event_id     TEXT PRIMARY KEY,
     seq          INTEGER,
@@ -263,8 +267,14 @@ class Outbox:
     # -- the engine's side -------------------------------------------------
 
     def commit_event(self, lane: Lane, make: Callable[[int], EventDraft],
-                     properties: dict[str, Any] | None = None) -> tuple[int, EventDraft]:
+                     properties: dict[str, Any] | None = None, *,
+                     fault_open: dict[str, Any] | None = None,
+                     fault_closed: str | None = None) -> tuple[int, EventDraft]:
         """Allocate the next seq, build the event with it and commit it durably.
+
+        `fault_open` (a fault's record, with "device") / `fault_closed` (a device id)
+        update the open faults in the same transaction, so that a fault open when the
+        process dies is known at the next start and gets its fault_cleared.
 
         Returns (seq, draft) once the row is fsynced. Alarm and event lanes are
         never refused: if the budget is exceeded, bulk rows are evicted first and
@@ -285,6 +295,12 @@ class Outbox:
                         (int(lane), seq, draft.event_id, draft.event_type, draft.topic,
                          draft.payload, _props(properties), size, _utc_now()))
                     db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                    if fault_open is not None:
+                        db.execute("INSERT OR REPLACE INTO open_faults (device, record)"
+                                   " VALUES (?, ?)", (fault_open["device"],
+                                                      json.dumps(fault_open, ensure_ascii=False)))
+                    if fault_closed is not None:
+                        db.execute("DELETE FROM open_faults WHERE device=?", (fault_closed,))
                 self._bytes += size
                 return seq, draft
             except sqlite3.OperationalError as exc:
@@ -421,6 +437,15 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: cannot record a drill snapshot: {exc}"
                              ) from exc
+
+    def open_faults(self) -> list[dict[str, Any]]:
+        """Faults whose fault event was committed and whose fault_cleared was not."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            rows = db.execute("SELECT record FROM open_faults ORDER BY rowid").fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def drills(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:

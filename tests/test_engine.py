@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,59 @@ def test_unknown_point_is_ignored_not_fatal(
     engine.door(InputChange("gate-panic", True, mono_ns()))
     engine.call(lambda: None).result(5)
     assert [d["point"]["id"] for d in docs(box)] == ["gate-panic"]
+
+
+def test_a_fault_open_at_a_restart_is_cleared_when_its_device_is_not_faulty_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import engine as engine_mod
+
+    path = tmp_path / "o.sqlite3"
+
+    def run(changes: list[FaultChange], grace_s: float) -> list[dict[str, Any]]:
+        monkeypatch.setattr(engine_mod, "RESTORED_FAULT_GRACE_S", grace_s)
+        box = Outbox(path)
+        box.open()
+        cleared = threading.Event()
+
+        def seen(c: Committed) -> None:
+            if c.type == "fault_cleared":
+                cleared.set()
+
+        eng = Engine("s", "g", POINTS, outbox=box, clock=Clock("assume-synced"),
+                     on_committed=seen)
+        eng.start()
+        try:
+            for ch in changes:
+                eng.door(ch)
+            eng.call(lambda: None).result(5)
+            if grace_s < 1:
+                assert cleared.wait(5)
+                eng.call(lambda: None).result(5)  # every clear of that pass is committed
+            rows = box.take(100)
+            box.ack([r.rowid for r in rows])  # delivered: the next run sees only its own
+            return [json.loads(r.payload) for r in rows]
+        finally:
+            eng.stop()
+            box.close()
+
+    def cam(active: bool) -> FaultChange:
+        return FaultChange("gate-cam", "南门摄像机", "camera:gate-cam", active,
+                           "no picture" if active else "", mono_ns())
+
+    # Two faults open, then the process goes without their fault_cleared.
+    assert [e["type"] for e in run([fault(True, "silent"), cam(True)], 600)] == [
+        "fault", "fault"]
+    # Restarted: the camera is reported faulty again (the same failure: no new event).
+    assert run([cam(True)], 600) == []
+    # Restarted again: nobody reports either within the grace: both are cleared, once.
+    events = run([], 0.3)
+    assert sorted((e["type"], e["point"]["id"]) for e in events) == [
+        ("fault_cleared", "gate-cam"), ("fault_cleared", "rs485-unit3")]
+    assert all(e["detail"]["cleared"].startswith("not reported faulty again") for e in events)
+    # And they stay cleared: nothing is restored at the next start.
+    box = Outbox(path)
+    box.open()
+    try:
+        assert box.open_faults() == []
+    finally:
+        box.close()
