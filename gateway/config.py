@@ -99,6 +99,8 @@ class StoreSettings:
     """Byte budget for waiting rows; bulk rows give way first, alarms never."""
     keep_acked: int
     """How many acknowledged rows to keep for `alarmgw queue` before pruning."""
+    reserve_bytes: int = 4 * 1024 * 1024
+    """Ballast file released when the disk is full, so an alarm can still be committed."""
 
 
 @dataclass(frozen=True)
@@ -702,10 +704,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def _parse_store(t: _Table) -> StoreSettings:
-    t.expect("max_bytes", "keep_acked")
+    t.expect("max_bytes", "keep_acked", "reserve_bytes")
     s = StoreSettings(
         max_bytes=t.integer("max_bytes", 256 * 1024 * 1024, min=64 * 1024, max=1 << 40),
         keep_acked=t.integer("keep_acked", 1000, min=0, max=1_000_000),
+        reserve_bytes=t.integer("reserve_bytes", 4 * 1024 * 1024, min=0, max=1 << 30),
     )
     t.done()
     return s

@@ -34,15 +34,14 @@ class StoreError(GatewayError, OSError):
 
 
 class StoreFullError(StoreError):
-    """A row of a lower lane did not fit the store's byte budget."""
+    """A row of a lower lane did not fit the store's byte budget or the disk."""
 
-    def __init__(self, lane: str, size: int, budget: int) -> None:
+    def __init__(self, lane: str, size: int, budget: int, reason: str | None = None) -> None:
         self.lane = lane
         self.size = size
         self.budget = budget
-        super().__init__(
-            f"store budget of {budget} bytes is full: {lane} row of {size} bytes refused"
-        )
+        self.reason = reason or f"the store budget of {budget} bytes is full"
+        super().__init__(f"{self.reason}: {lane} row of {size} bytes refused")
 
 
 class HardwareError(GatewayError, OSError):

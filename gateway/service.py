@@ -74,7 +74,8 @@ class Service:
         self.started_mono = time.monotonic()
         self.topics = Topics(config.gateway.site, config.gateway.id)
         self.outbox = Outbox(store_path(config), max_bytes=config.store.max_bytes,
-                             keep_acked=config.store.keep_acked)
+                             keep_acked=config.store.keep_acked,
+                             reserve_bytes=config.store.reserve_bytes)
         self.pin_factory = pin_factory
         self._lock_fd: int | None = None
         self.engine: Engine | None = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -173,12 +174,16 @@ class Outbox:
     """
 
     def __init__(self, path: Path, *, max_bytes: int = 256 * 1024 * 1024,
-                 keep_acked: int = 1000) -> None:
+                 keep_acked: int = 1000, reserve_bytes: int = 0) -> None:
         """`path`: the database file; `max_bytes`: byte budget of rows, in bytes;
-        `keep_acked`: how many delivered rows to keep for inspection."""
+        `keep_acked`: how many delivered rows to keep for inspection; `reserve_bytes`:
+        size of the ballast file kept beside the store so that an alarm can still be
+        committed on a full filesystem, in bytes (0: none)."""
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.keep_acked = keep_acked
+        self.reserve_bytes = reserve_bytes
+        self.reserve_path = self.path.with_name(self.path.name + ".reserve")
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._sync = ""
@@ -230,6 +235,7 @@ class Outbox:
             db.close()
             raise
         self._db = db
+        self._ensure_reserve()
         if self.requeued_at_open:
             log.info("store %s: %d rows were in flight when the service stopped; sending them"
                      " again", self.path, self.requeued_at_open)
@@ -305,8 +311,9 @@ class Outbox:
                 return seq, draft
             except sqlite3.OperationalError as exc:
                 if attempt == 1 and "full" in str(exc):
-                    log.error("store %s: disk full while committing an event; evicting bulk rows"
-                              " and retrying", self.path)
+                    log.error("store %s: disk full while committing an event; releasing the"
+                              " reserve, evicting bulk rows and retrying", self.path)
+                    self._release_reserve()
                     self._evict_for_disk()
                     continue
                 raise StoreError(f"store {self.path}: cannot commit event: {exc}") from exc
@@ -321,6 +328,11 @@ class Outbox:
         Raises StoreFullError when even after evicting it does not fit.
         """
         size = len(payload)
+        if not self._ensure_reserve():
+            # The room kept for alarms comes back before any snapshot takes space.
+            self.refused_total += 1
+            raise StoreFullError(Lane.BULK.name.lower(), size, self.max_bytes,
+                                 reason="the disk is full (no room for the alarms' reserve)")
         try:
             with self._txn("NORMAL") as db:
                 self._make_room(db, size, Lane.BULK)
@@ -486,6 +498,46 @@ class Outbox:
         if lane != Lane.BULK:
             log.warning("store budget of %d bytes exceeded by %d bytes of alarm/event rows;"
                         " they are kept regardless", self.max_bytes, need)
+
+    def _ensure_reserve(self) -> bool:
+        """Make sure the ballast file exists; True if it does (or none is wanted).
+
+        Written once and fsynced (not on a timer): it only changes when a full disk made
+        us delete it, and it is put back before any snapshot may use the space again.
+        """
+        if self.reserve_bytes <= 0:
+            return True
+        try:
+            if self.reserve_path.stat().st_size >= self.reserve_bytes:
+                return True
+        except FileNotFoundError:
+            pass
+        try:
+            with open(self.reserve_path, "wb") as f:
+                f.write(b"\0" * self.reserve_bytes)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            try:
+                self.reserve_path.unlink()
+            except OSError:
+                pass
+            log.warning("store %s: no room for the %d-byte reserve for alarms (%s):"
+                        " snapshots wait until the disk has room again", self.path,
+                        self.reserve_bytes, exc.strerror)
+            return False
+        return True
+
+    def _release_reserve(self) -> None:
+        try:
+            self.reserve_path.unlink()
+            log.error("store %s: the disk is full; released the %d-byte reserve so the alarm"
+                      " can be committed; free space on %s (journal, logs)", self.path,
+                      self.reserve_bytes, self.path.parent)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("store %s: cannot release the reserve: %s", self.path, exc)
 
     def _evict_for_disk(self) -> None:
         with self._lock:

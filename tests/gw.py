@@ -59,8 +59,9 @@ def write_config(directory: Path, *, broker_port: int, inputs: Sequence[dict[str
     lines += [f"{k} = {_toml_value(v)}" for k, v in b.items()]
     if tls is not None:
         lines += ["", "[broker.tls]"] + [f"{k} = {_toml_value(v)}" for k, v in tls.items()]
-    if store:
-        lines += ["", "[store]"] + [f"{k} = {_toml_value(v)}" for k, v in store.items()]
+    # A small reserve: hundreds of gateways start in a test run, each writing it once.
+    store = {"reserve_bytes": 64 * 1024, **(store or {})}
+    lines += ["", "[store]"] + [f"{k} = {_toml_value(v)}" for k, v in store.items()]
     lines += ["", "[clock]", f"sync_source = {_toml_value(sync_source)}"]
     if unsynced_fault_s is not None:
         lines.append(f"unsynced_fault_s = {unsynced_fault_s!r}")

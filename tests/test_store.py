@@ -210,3 +210,22 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(OSError, match="schema version 99"):
         Outbox(path).open()
+
+
+def test_a_reserve_for_alarms_is_kept_and_snapshots_wait_while_it_cannot_be(
+        tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path, reserve_bytes=64 * 1024) as box:
+        assert box.reserve_path.stat().st_size == 64 * 1024
+        box.put_bulk("snapshot/e/cam", b"j" * 100)
+    # The reserve cannot be put back (here: something else sits at its path, as a full
+    # disk would refuse it): snapshots are refused, alarms are not.
+    box.reserve_path.unlink()
+    box.reserve_path.mkdir()
+    with Outbox(path, reserve_bytes=64 * 1024) as box:
+        with pytest.raises(StoreFullError, match="reserve"):
+            box.put_bulk("snapshot/e/cam", b"j" * 100)
+        assert commit(box) == 1
+        box.reserve_path.rmdir()  # room again: the reserve comes back first
+        box.put_bulk("snapshot/e/cam", b"j" * 100)
+        assert box.reserve_path.stat().st_size == 64 * 1024
