@@ -148,8 +148,6 @@ class Gateway:
         self.socket = socket_path(load_config(config))
         self.log_path = config.parent / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.lock = threading.Lock()
-        """Held while the process is being killed or started."""
 
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("ab") as logf:
@@ -207,15 +205,13 @@ class ChaosRun:
     """
 
     def __init__(self, workdir: Path, duration_s: float, seed: int, *, keepalive_s: int = 2,
-                 settle_s: float = 2.0, drain_timeout_s: float = 120.0,
-                 out: Any = None) -> None:
+                 settle_s: float = 2.0, drain_timeout_s: float = 120.0) -> None:
         self.workdir = workdir
         self.duration_s = duration_s
         self.seed = seed
         self.keepalive_s = keepalive_s
         self.settle_s = settle_s
         self.drain_timeout_s = drain_timeout_s
-        self.out = out
         self.rng = random.Random(seed)
         self.press_rng = random.Random(seed + 1)
         self.faults: dict[str, int] = {f: 0 for f in FAULTS}
