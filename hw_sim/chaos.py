@@ -345,7 +345,7 @@ class ChaosRun:
             # The outbox lives in another process: its control socket is the only view.
             time.sleep(0.2)
         committed = int(stats.get("next_seq", 1)) - 1
-        want = set(range(1, committed + 1))
+        want = set(range(1, committed + 1))  # the platform must have every one of these
         gw = f"{SITE}/{GATEWAY}"
 
         def have_all(c: PlatformConsole) -> bool:
@@ -354,13 +354,6 @@ class ChaosRun:
 
         console.wait_for(have_all, 30)
         events = console.ordered(gw)
-        by_seq: dict[int, set[str]] = {}
-        for e in events:
-            by_seq.setdefault(int(e["seq"]), set()).add(str(e["id"]))
-        seen = set(by_seq)
-        lost = sorted(want - seen)
-        seq_twice = sorted(s for s, ids in by_seq.items() if len(ids) > 1)
-        gaps = console.gaps().get(gw, [])
         offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
         first: dict[str, float] = {}
         with console._cond:
@@ -372,22 +365,46 @@ class ChaosRun:
                 except (ValueError, KeyError):
                     continue
                 first.setdefault(eid, r.arrived_mono * 1e9 + offset)
-        up: list[float] = []
-        every: list[float] = []
-        for e in events:
-            if e.get("type") != "alarm" or e["id"] not in first:
-                continue
-            ms = (first[e["id"]] - int(e["mono_ns"])) / 1e6
-            every.append(ms)
-            t = int(e["mono_ns"])
-            if not any(s <= t <= end for s, end in self.windows):
-                up.append(ms)
-        return ChaosResult(
-            seed=self.seed, duration_s=self.duration_s, faults=dict(self.faults),
-            presses=self.presses, refused=self.refused, committed=committed,
-            delivered=len(events), lost=lost, seq_twice=seq_twice, gaps=gaps,
-            redelivered=console.duplicates, alarm_latency_up_ms=up,
-            alarm_latency_all_ms=every, drained=drained)
+        result = tally(committed, events, first, self.windows)
+        result.seed, result.duration_s = self.seed, self.duration_s
+        result.faults, result.presses, result.refused = dict(self.faults), self.presses, \
+            self.refused
+        result.redelivered, result.drained = console.duplicates, drained
+        return result
+
+
+def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[str, float],
+          windows: list[tuple[int, int]]) -> ChaosResult:
+    """Count what the platform received against what the store committed.
+
+    Args:
+        committed: events the store committed (its next_seq - 1).
+        events: the unique events the platform received (one gateway).
+        first_arrival_ns: event id -> first arrival, CLOCK_BOOTTIME ns.
+        windows: (start, end) of each fault and its recovery, CLOCK_BOOTTIME ns.
+    """
+    want = set(range(1, committed + 1))
+    by_seq: dict[int, set[str]] = {}
+    for e in events:
+        by_seq.setdefault(int(e["seq"]), set()).add(str(e["id"]))
+    lost = sorted(want - set(by_seq))
+    seq_twice = sorted(s for s, ids in by_seq.items() if len(ids) > 1)
+    top = max(by_seq, default=0)
+    gaps = [s for s in range(1, top + 1) if s not in by_seq]
+    up: list[float] = []
+    every: list[float] = []
+    for e in events:
+        if e.get("type") != "alarm" or e["id"] not in first_arrival_ns:
+            continue
+        t = int(e["mono_ns"])
+        ms = (first_arrival_ns[e["id"]] - t) / 1e6
+        every.append(ms)
+        if not any(s <= t <= end for s, end in windows):
+            up.append(ms)
+    return ChaosResult(seed=0, duration_s=0.0, faults={}, presses=0, refused=0,
+                       committed=committed, delivered=len(events), lost=lost,
+                       seq_twice=seq_twice, gaps=gaps, redelivered=0,
+                       alarm_latency_up_ms=up, alarm_latency_all_ms=every)
 
 
 def main(argv: list[str] | None = None) -> int:

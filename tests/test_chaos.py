@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hw_sim.chaos import FAULTS, ChaosRun
+from hw_sim.chaos import FAULTS, ChaosRun, tally
 
 #: Seconds of faults in CI: long enough for every kind of fault at least once.
 CI_DURATION_S = 75.0
@@ -31,14 +31,29 @@ def test_chaos_run_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert result.ok
 
 
-def test_a_loss_fails_the_run() -> None:
-    from hw_sim.chaos import ChaosResult
-    base = dict(seed=1, duration_s=1.0, faults={}, presses=3, refused=0, committed=3,
-                delivered=3, lost=[], seq_twice=[], gaps=[], redelivered=0)
-    assert ChaosResult(**base).ok  # type: ignore[arg-type]
-    lost = ChaosResult(**{**base, "delivered": 2, "lost": [2], "gaps": [2]})  # type: ignore[arg-type]
-    assert not lost.ok
-    assert "FAIL" in lost.summary() and "lost=1" in lost.summary()
+def _event(seq: int, eid: str, etype: str = "alarm", mono_ns: int = 0) -> dict[str, object]:
+    return {"seq": seq, "id": eid, "type": etype, "mono_ns": mono_ns}
+
+
+def test_the_tally_catches_a_lost_press_a_seq_twice_and_a_gap() -> None:
+    events = [_event(1, "a", mono_ns=1_000_000_000), _event(2, "b", "restore"),
+              _event(4, "d", mono_ns=5_000_000_000), _event(4, "d2")]
+    first = {"a": 1_005_000_000.0, "d": 5_500_000_000.0}
+    result = tally(5, events, first, windows=[(4_000_000_000, 6_000_000_000)])
+    assert result.lost == [3, 5]
+    assert result.seq_twice == [4]
+    assert result.gaps == [3]
+    assert not result.ok
+    assert "FAIL" in result.summary() and "lost=2" in result.summary()
+    # Alarm latency: both alarms in "all", only the one outside the fault window in "up".
+    assert result.alarm_latency_all_ms == [5.0, 500.0]
+    assert result.alarm_latency_up_ms == [5.0]
+
+
+def test_a_complete_record_passes() -> None:
+    result = tally(2, [_event(2, "b"), _event(1, "a")], {}, windows=[])
+    assert (result.lost, result.seq_twice, result.gaps) == ([], [], [])
+    assert result.ok
 
 
 def test_main_refuses_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
