@@ -66,7 +66,18 @@ INPUTS: tuple[tuple[str, str, int, str], ...] = (
     ("box-tamper", "tamper", 22, "NC"),
 )
 
-FAULTS: tuple[str, ...] = ("broker_kill", "blackhole", "cut", "latency", "gateway_kill")
+#: The simulated Modbus modules: (device id, unit) on one RS-485 bus.
+MODBUS_DEVICES: tuple[tuple[str, int], ...] = (("io3", 3), ("io4", 4))
+#: The Modbus panic buttons: (id, device, discrete input, contact).
+MODBUS_INPUTS: tuple[tuple[str, str, int, str], ...] = (
+    ("hall-panic", "io3", 2, "NO"),
+    ("gym-panic", "io4", 0, "NC"),
+)
+#: Every input the presses choose from.
+POINTS: tuple[str, ...] = tuple(p[0] for p in INPUTS) + tuple(p[0] for p in MODBUS_INPUTS)
+
+FAULTS: tuple[str, ...] = ("broker_kill", "blackhole", "cut", "latency", "gateway_kill",
+                           "modbus_silent")
 
 
 @dataclass
@@ -91,13 +102,18 @@ class ChaosResult:
     gaps: list[int]
     redelivered: int
     """Copies the console received and de-duplicated (at-least-once delivery at work)."""
+    device_faults: int = 0
+    """`fault` events the platform received (each must be matched by a `fault_cleared`)."""
+    unpaired_faults: dict[str, int] = field(default_factory=dict)
+    """Device -> `fault` events minus `fault_cleared` events, where not zero."""
     alarm_latency_up_ms: list[float] = field(default_factory=list)
     alarm_latency_all_ms: list[float] = field(default_factory=list)
     drained: bool = True
 
     @property
     def ok(self) -> bool:
-        return self.drained and not (self.lost or self.seq_twice or self.gaps)
+        return self.drained and not (self.lost or self.seq_twice or self.gaps
+                                     or self.unpaired_faults)
 
     def summary(self) -> str:
         up = sorted(self.alarm_latency_up_ms)
@@ -109,6 +125,8 @@ class ChaosResult:
                 f" committed={self.committed} delivered={self.delivered}"
                 f" lost={len(self.lost)} seq_twice={len(self.seq_twice)}"
                 f" gaps={len(self.gaps)} redelivered={self.redelivered}"
+                f" device_faults={self.device_faults}"
+                f" unpaired_faults={sum(abs(v) for v in self.unpaired_faults.values())}"
                 f" drained={'yes' if self.drained else 'NO'}"
                 f" alarm_latency_link_up(n={len(up)}) p50={_pct(up, 50)} p99={_pct(up, 99)}"
                 f" max={_pct(up, 100)} ms; all alarms(n={len(every)})"
@@ -134,6 +152,22 @@ def write_config(directory: Path, proxy_port: int, keepalive_s: int) -> Path:
         lines += ["", "[[inputs]]", f'id = "{point}"', f'name = "{point}"',
                   'location = "chaos"', f'kind = "{kind}"', f"gpio = {pin}",
                   f'contact = "{contact}"', 'pull = "up"']
+    # Modbus modules simulated inside the gateway (pymodbus over a socat pty pair):
+    # a fault after 2 failed requests, probes every 0.2 s. The port is absolute: a
+    # relative one is resolved through the simulator's pty link.
+    tty = directory.resolve() / "run" / "ttyRS485"
+    lines += ["", "[modbus]", "simulator = true", "fail_after = 2", "probe_interval_s = 0.2",
+              "", "[[modbus.buses]]", 'id = "rs485"', 'type = "rtu"',
+              f'port = "{tty}"', "baud = 115200", "timeout_ms = 30",
+              "poll_interval_ms = 20"]
+    for dev, unit in MODBUS_DEVICES:
+        lines += ["", "[[modbus.devices]]", f'id = "{dev}"', 'bus = "rs485"', f"unit = {unit}",
+                  f'name = "{dev}"', 'location = "chaos"']
+    for point, dev, address, contact in MODBUS_INPUTS:
+        lines += ["", "[[inputs]]", f'id = "{point}"', f'name = "{point}"',
+                  'location = "chaos"', 'kind = "panic"',
+                  f'modbus = {{ device = "{dev}", table = "di", address = {address} }}',
+                  f'contact = "{contact}"']
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -175,10 +209,25 @@ class Gateway:
         return request(self.socket, req, timeout=timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGKILL the gateway, and then what it had started (the simulator's socat).
+
+        On a Pi the gateway starts no processes; on the simulator the Modbus bus is a socat
+        pty pair, which would outlive a SIGKILLed gateway and keep the pty link alive.
+        """
+        if self.proc is None:
+            return
+        orphans = _descendants(self.proc.pid) if self.proc.poll() is None else []
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait()
+        self.proc.wait()
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 5.0
+        while any(_alive(pid) for pid in orphans) and time.monotonic() < deadline:
+            time.sleep(0.02)  # not our children: nothing to wait() on
 
     def stop(self) -> None:
         if self.proc is None:
@@ -190,6 +239,35 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The pids of `pid`'s children, grandchildren and so on (from /proc)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for init counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
 
 
 class ChaosRun:
@@ -264,7 +342,7 @@ class ChaosRun:
         assert self.gateway is not None
         held: set[str] = set()
         while not self._stop.wait(self.press_rng.uniform(0.05, 0.6)):
-            point = self.press_rng.choice(INPUTS)[0]
+            point = self.press_rng.choice(POINTS)
             action = "release" if point in held else "press"
             try:
                 self.gateway.control({"cmd": "sim", "action": action, "input": point},
@@ -277,7 +355,7 @@ class ChaosRun:
             held ^= {point}
 
     def _fault_loop(self) -> None:
-        """One fault at a time from a shuffled deck, so each kind recurs every five faults."""
+        """One fault at a time from a shuffled deck, so each kind recurs every six faults."""
         assert self.proxy is not None and self.gateway is not None
         end = time.monotonic() + self.duration_s
         deck: list[str] = []
@@ -323,11 +401,25 @@ class ChaosRun:
             self.proxy.latency(self.rng.uniform(200, 1500))
             self._stop.wait(length)
             self.proxy.pass_()
+        elif fault == "modbus_silent":
+            dev = self.rng.choice(MODBUS_DEVICES)[0]
+            self._modbus_fault(dev, "silent")
+            self._stop.wait(length)
+            self._modbus_fault(dev, "ok")
         elif fault == "gateway_kill":
             self.gateway.kill()
             # systemd restarts it (RestartSec is 5 s in production; shortened here).
             self._stop.wait(min(length, 1.0))
             self.gateway.start()
+
+    def _modbus_fault(self, device: str, mode: str) -> None:
+        """Make a simulated module misbehave (or mend it); the modules live in the gateway."""
+        assert self.gateway is not None
+        try:
+            self.gateway.control({"cmd": "sim", "action": "modbus-fault", "device": device,
+                                  "mode": mode})
+        except (GatewayError, OSError) as exc:
+            log.warning("chaos: cannot set module %s %s: %s", device, mode, exc)
 
     # -- the count ----------------------------------------------------------
 
@@ -391,6 +483,11 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
     seq_twice = sorted(s for s, ids in by_seq.items() if len(ids) > 1)
     top = max(by_seq, default=0)
     gaps = [s for s in range(1, top + 1) if s not in by_seq]
+    balance: dict[str, int] = {}
+    for e in events:
+        if e.get("type") in ("fault", "fault_cleared"):
+            dev = str(e.get("point", {}).get("id"))
+            balance[dev] = balance.get(dev, 0) + (1 if e["type"] == "fault" else -1)
     up: list[float] = []
     every: list[float] = []
     for e in events:
@@ -404,7 +501,9 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
     return ChaosResult(seed=0, duration_s=0.0, faults={}, presses=0, refused=0,
                        committed=committed, delivered=len(events), lost=lost,
                        seq_twice=seq_twice, gaps=gaps, redelivered=0,
-                       alarm_latency_up_ms=up, alarm_latency_all_ms=every)
+                       alarm_latency_up_ms=up, alarm_latency_all_ms=every,
+                       device_faults=sum(1 for e in events if e.get("type") == "fault"),
+                       unpaired_faults={d: n for d, n in balance.items() if n})
 
 
 def main(argv: list[str] | None = None) -> int:

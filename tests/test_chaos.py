@@ -9,7 +9,7 @@ import pytest
 from hw_sim.chaos import FAULTS, ChaosRun, tally
 
 #: Seconds of faults in CI: long enough for every kind of fault at least once.
-CI_DURATION_S = 75.0
+CI_DURATION_S = 90.0
 CI_SEED = 7
 
 
@@ -22,12 +22,14 @@ def test_chaos_run_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # Every kind of fault was injected, and the buttons were busy throughout.
     assert all(result.faults[f] >= 1 for f in FAULTS), result.faults
     assert result.committed >= 100
+    assert result.device_faults >= 1
     # The promises: zero lost, no id twice, seq gapless, the queue drained.
     assert result.drained
     assert result.lost == []
     assert result.seq_twice == []
     assert result.gaps == []
     assert result.delivered == result.committed
+    assert result.unpaired_faults == {}
     assert result.ok
 
 
@@ -54,6 +56,17 @@ def test_a_complete_record_passes() -> None:
     result = tally(2, [_event(2, "b"), _event(1, "a")], {}, windows=[])
     assert (result.lost, result.seq_twice, result.gaps) == ([], [], [])
     assert result.ok
+
+
+def test_a_fault_never_cleared_fails_the_run() -> None:
+    def fault(seq: int, etype: str) -> dict[str, object]:
+        return {**_event(seq, f"f{seq}", etype), "point": {"id": "io4"}}
+    paired = tally(2, [fault(1, "fault"), fault(2, "fault_cleared")], {}, windows=[])
+    assert paired.ok and paired.device_faults == 1
+    open_one = tally(3, [fault(1, "fault"), fault(2, "fault_cleared"), fault(3, "fault")], {},
+                     windows=[])
+    assert open_one.unpaired_faults == {"io4": 1}
+    assert not open_one.ok
 
 
 def test_main_refuses_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
