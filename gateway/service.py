@@ -99,6 +99,7 @@ class Service:
         self._own_factory = pin_factory is None
         self._stopped = threading.Event()
         self._listeners: list[Callable[[Committed], None]] = []
+        self._early_listeners: list[Callable[[Committed], None]] = []
         """Called in the engine thread after each commit; must not block."""
         self.control_commands: dict[str, Callable[[dict[str, Any]], Any]] = {
             "ping": lambda req: {"pid": os.getpid()},
@@ -120,9 +121,14 @@ class Service:
                 + [Point(p.id, p.name, p.location, p.kind, p.source)
                    for p in self.config.modbus.points])
 
-    def add_listener(self, fn: Callable[[Committed], None]) -> None:
-        """Call `fn` in the engine thread after every commit (it must not block)."""
-        self._listeners.append(fn)
+    def add_listener(self, fn: Callable[[Committed], None], *,
+                     before_uplink: bool = False) -> None:
+        """Call `fn` in the engine thread after every commit (it must not block).
+
+        `before_uplink`: call it before the uplink is woken for the event, for a record
+        that the uplink's delivery hooks then update (drill timelines).
+        """
+        (self._early_listeners if before_uplink else self._listeners).append(fn)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -144,7 +150,8 @@ class Service:
         self.engine.observers.append(self.input_feed.record)
         self.engine.start()
         self.drills = DrillLog(self.outbox, self.clock)
-        self.add_listener(self.drills.on_committed)
+        # Before the uplink is woken: its PUBACK hook must find the drill's record.
+        self.add_listener(self.drills.on_committed, before_uplink=True)
         if cfg.commands is not None:
             self.commands = CommandDispatcher(
                 cfg.commands, site=cfg.gateway.site, gateway=cfg.gateway.id, engine=self.engine,
@@ -372,6 +379,11 @@ class Service:
         }
 
     def _committed(self, committed: Committed) -> None:
+        for fn in self._early_listeners:
+            try:
+                fn(committed)
+            except Exception:
+                log.exception("listener %r failed on event seq %d", fn, committed.seq)
         if self.uplink is not None:
             self.uplink.wake()
         for fn in self._listeners:

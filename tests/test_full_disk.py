@@ -45,44 +45,58 @@ def small_state_dir(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(state)], check=True)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "found by this test: on a really full filesystem Outbox._evict_for_disk cannot delete"
-    " (the DELETE and the checkpoint need WAL space: 'database or disk is full'), so the"
-    " engine holds the alarm in memory and retries, and a crash then loses it. Needs a"
-    " reserve (a ballast file deleted to make room) in gateway/store.py; remove this mark"
-    " when that lands"))
+def fill_and_press(gw: InProcessGateway, broker: Mosquitto, state: Path) -> None:
+    """Kill the broker, fill the disk with snapshots, then press and release."""
+    assert gw.panel is not None
+    box = gw.service.outbox
+    engine = gw.service.engine
+    assert engine is not None
+    broker.kill()  # nothing leaves: snapshots pile up until the disk is full
+    stored = 0
+    with pytest.raises(StoreError, match="full"):
+        for i in range(1000):
+            box.put_bulk(f"snapshot/e{i}/cam", SNAPSHOT)
+            stored += 1
+    assert stored > 10
+    assert shutil.disk_usage(state).free < 2 * len(SNAPSHOT)
+    gw.panel.press("gate-panic")
+    gw.panel.release("gate-panic")
+    engine.call(lambda: None).result(10)
+
+
+def full_disk_config(tmp_path: Path, broker: Mosquitto) -> Path:
+    # The byte budget is not the limit here; the reserve for alarms is 128 KiB.
+    return write_config(tmp_path / "gw", broker_port=broker.port, debounce_ms=0,
+                        store={"max_bytes": 64 * 1024 * 1024, "reserve_bytes": 128 * 1024})
+
+
 def test_a_full_disk_never_refuses_an_alarm(
         tmp_path: Path, small_state_dir: Path,
         persistent: tuple[Mosquitto, PlatformConsole]) -> None:
-    broker, console = persistent
-    cfg = write_config(tmp_path / "gw", broker_port=broker.port, debounce_ms=0,
-                       store={"max_bytes": 64 * 1024 * 1024})  # the budget is not the limit
-    with InProcessGateway(cfg) as gw:
-        assert gw.panel is not None and gw.service.uplink is not None
+    broker, _ = persistent
+    with InProcessGateway(full_disk_config(tmp_path, broker)) as gw:
+        fill_and_press(gw, broker, small_state_dir)
         box = gw.service.outbox
-        engine = gw.service.engine
-        assert engine is not None
-        broker.kill()  # nothing leaves: snapshots pile up until the disk is full
-        stored = 0
-        with pytest.raises(StoreError, match="full"):
-            for i in range(1000):
-                box.put_bulk(f"snapshot/e{i}/cam", SNAPSHOT)
-                stored += 1
-        assert stored > 10
-        assert shutil.disk_usage(small_state_dir).free < 2 * len(SNAPSHOT)
-
-        gw.panel.press("gate-panic")
-        gw.panel.release("gate-panic")
-        engine.call(lambda: None).result(10)
         stats = box.stats()
-        # Both events committed (seq 1 and 2), by evicting waiting snapshots.
+        # Both events committed (seq 1 and 2), in the room the released reserve made.
         assert stats.next_seq == 3
-        assert stats.lanes["alarm"].ready + stats.lanes["alarm"].in_flight == 1
-        assert stats.lanes["bulk"].ready < stored
+        assert stats.lanes["alarm"].ready == 1 and stats.lanes["event"].ready == 1
+        # Snapshots give way: with no room to put the reserve back, none is accepted.
+        with pytest.raises(StoreError, match="reserve"):
+            box.put_bulk("snapshot/late/cam", SNAPSHOT)
 
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known gap: on a really full filesystem the alarm is committed (the reserve), but"
+    " marking rows in flight, recording PUBACKs and evicting snapshots are SQLite writes"
+    " that need WAL room too, so the uplink cannot deliver until space returns; needs"
+    " in-memory in-flight state as a fallback and eviction in WAL-sized steps"))
+def test_a_full_disk_still_delivers_the_alarm(
+        tmp_path: Path, small_state_dir: Path,
+        persistent: tuple[Mosquitto, PlatformConsole]) -> None:
+    broker, console = persistent
+    with InProcessGateway(full_disk_config(tmp_path, broker)) as gw:
+        fill_and_press(gw, broker, small_state_dir)
         broker.start()
         assert console.wait_for(lambda c: len(c.events) == 2, 20)
-        assert gw.service.uplink.wait_for_drained(20)
         assert [e["type"] for e in console.ordered(GW)] == ["alarm", "restore"]
-        # Space is back: snapshots are stored again.
-        box.put_bulk("snapshot/after/cam", SNAPSHOT)
