@@ -629,18 +629,7 @@ def _parse_broker(root: _Table, gateway: GatewaySettings) -> BrokerSettings:
         tls = TlsSettings(ca=ca, cert=cert, key=key)
         tls_t.done()
     port = b.integer("port", 1883 if plaintext else 8883, min=1, max=65535)
-    username = b.opt_str("username")
-    password = b.opt_str("password")
-    password_file = b.opt_path("password_file")
-    if password is not None and password_file is not None:
-        raise b.error("password_file", "give password or password_file, not both")
-    if password_file is not None:
-        try:
-            password = password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise b.error("password_file", f"cannot read {password_file}: {exc.strerror}") from exc
-    if password is not None and username is None:
-        raise b.error("username", "missing: a password needs a username")
+    username, password = _credentials(b)
     keepalive = b.integer("keepalive_s", 10, min=2, max=300)
     rmin = b.number("reconnect_min_s", 0.5, min=0.05, max=60.0)
     rmax = b.number("reconnect_max_s", 10.0, min=0.1, max=600.0)
@@ -965,7 +954,8 @@ def _check_camera_url(t: _Table, url: str, schemes: tuple[str, ...]) -> None:
         raise t.error("url", f"{url!r} names no host")
 
 
-def _camera_credentials(t: _Table) -> tuple[str | None, str | None]:
+def _credentials(t: _Table) -> tuple[str | None, str | None]:
+    """username with password or password_file (read here, never logged)."""
     username = t.opt_str("username")
     password = t.opt_str("password")
     password_file = t.opt_path("password_file")
@@ -979,6 +969,11 @@ def _camera_credentials(t: _Table) -> tuple[str | None, str | None]:
                           ) from exc
     if password is not None and username is None:
         raise t.error("username", "missing: a password needs a username")
+    return username, password
+
+
+def _camera_credentials(t: _Table) -> tuple[str | None, str | None]:
+    username, password = _credentials(t)
     if username is not None and password is None:
         raise t.error("password_file", "missing: the camera's username needs a password"
                       " (password_file, or password)")
