@@ -29,6 +29,8 @@ class DrillLog:
     def __init__(self, outbox: Outbox, clock: Clock) -> None:
         self.outbox = outbox
         self.clock = clock
+        self._recent: set[str] = set()
+        """Drills of this run: only their snapshots touch the store."""
 
     def _step(self, event_id: str, step: str, *, wall_ns: int | None = None,
               mono: int | None = None, create: dict[str, Any] | None = None) -> None:
@@ -43,6 +45,7 @@ class DrillLog:
         """Service listener (engine thread, right after the fsync)."""
         if c.type != "drill":
             return
+        self._recent.add(c.event_id)
         now_mono = mono_ns()
         create = {"seq": c.seq, "point": c.point_id, "boot_id": self.clock.boot_id,
                   "requested_by": c.detail.get("requested_by")}
@@ -56,9 +59,10 @@ class DrillLog:
             if row.event_type == "drill" and row.event_id is not None:
                 self._step(row.event_id, step)
             elif step == "puback" and row.topic.startswith("snapshot/") \
-                    and not row.topic.endswith("/failed"):
-                # snapshot/{event_id}/{camera}: one of an event's pictures is delivered;
-                # the store ignores events that are not drills.
+                    and not row.topic.endswith("/failed") \
+                    and row.topic.split("/")[1] in self._recent:
+                # snapshot/{event_id}/{camera}: one of a drill's pictures is delivered.
+                # (An alarm's snapshots cost no store transaction here.)
                 try:
                     self.outbox.drill_snapshot(row.topic.split("/")[1],
                                                utc_iso(time.time_ns()), mono_ns())
