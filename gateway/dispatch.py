@@ -22,6 +22,7 @@ from typing import Any
 from gateway.clock import Clock, utc_iso
 from gateway.config import CommandSettings
 from gateway.engine import Committed, Engine
+from gateway.errors import StoreError
 from gateway.events import PROTOCOL_VERSION
 from gateway.store import Lane, Outbox
 from gateway.uplink.commands import Command, CommandChecker, Refusal
@@ -181,9 +182,15 @@ class CommandDispatcher:
             point_id, etype, seq = doc["point"]["id"], doc["type"], int(doc["seq"])
         operator = str(cmd.args["operator"])
         note = cmd.args.get("note")
-        received_at = self.outbox.record_ack(event_id, cmd.id, operator,
-                                             str(note) if note is not None else None,
-                                             cmd.issued_at)
+        try:
+            received_at = self.outbox.record_ack(event_id, cmd.id, operator,
+                                                 str(note) if note is not None else None,
+                                                 cmd.issued_at)
+        except StoreError as exc:
+            # The acknowledgement still counts (lamp, escalation); only its record is lost.
+            received_at = utc_iso(time.time_ns())
+            log.error("commands: could not record the acknowledgement of event seq %d by %s:"
+                      " %s", seq, operator, exc)
         ack = {"event_id": event_id, "point": point_id, "type": etype, "seq": seq,
                "operator": operator, "received_at": received_at}
         log.warning("ALARM ACKNOWLEDGED by the platform: event seq %d (%s of %s) by %s",

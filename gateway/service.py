@@ -27,6 +27,7 @@ from gateway.clockwatch import ClockWatch
 from gateway.config import Config, EscalationSettings
 from gateway.control import SOCKET_NAME, ControlServer
 from gateway.diagnostics import running_extras
+from gateway.diskwatch import DiskWatch
 from gateway.dispatch import CommandDispatcher
 from gateway.drills import DrillLog
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
@@ -90,6 +91,7 @@ class Service:
         self.sim: Any | None = sim
         self.systemd: SystemdLink | None = None
         self.clockwatch: ClockWatch | None = None
+        self.diskwatch: DiskWatch | None = None
         self.input_feed = InputFeed()
         """Live input changes and glitches for `alarmgw inputs --watch`."""
         self.modbus: ModbusInputs | None = None
@@ -189,6 +191,8 @@ class Service:
         self.clockwatch = ClockWatch(self.clock, self.engine.door,
                                      fault_after_s=cfg.clock.unsynced_fault_s)
         self.clockwatch.start()
+        self.diskwatch = DiskWatch(self.outbox, self.engine.door)
+        self.diskwatch.start()
         self.control = ControlServer(socket_path(cfg), self.handle_control)
         self.control.start()
         self.systemd = SystemdLink(self)
@@ -229,6 +233,9 @@ class Service:
         if self.clockwatch is not None:
             self.clockwatch.stop()
             self.clockwatch = None
+        if self.diskwatch is not None:
+            self.diskwatch.stop()
+            self.diskwatch = None
         if self.commands is not None:
             self.commands.stop()
             self.commands = None

@@ -21,6 +21,19 @@ telemetry); alarm and event rows are never evicted or refused.
 
 The per-gateway event `seq` is allocated inside the same transaction that
 inserts the event, so the sequence is gapless across crashes.
+
+A full filesystem (an SD card partition filled by logs, or by a budget larger
+than the disk) must never refuse an alarm nor stop its delivery. Three things
+keep it so. A ballast file of `reserve_bytes` beside the store is released the
+moment an event cannot be committed, and snapshots are refused until it can be
+put back. While the disk is full every write transaction is followed by a
+checkpoint, so the WAL is rewritten from its start instead of growing. And
+the uplink's state changes (in flight, delivered, requeued) that still find
+no room are kept in memory, over the rows on disk: delivery goes on, and a
+restart before they reach the disk only means a duplicate. Deleted rows are
+not zeroed (`secure_delete=FAST`, where Debian's SQLite defaults to ON): a
+zeroed picture costs its size again in WAL and SD writes, which a full disk
+does not have.
 """
 
 from __future__ import annotations
@@ -47,6 +60,8 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 PRUNE_BATCH = 64
+#: Every this many rows held in memory on a full disk, say so again in the log.
+OVERLAY_WARN = 1000
 
 
 class Lane(IntEnum):
@@ -192,6 +207,13 @@ class Outbox:
         self.evicted_total = 0
         self.refused_total = 0
         self.requeued_at_open = 0
+        #: Why the filesystem is in trouble (None: it is not): set when a write found no
+        #: room or the reserve could not be kept, cleared by `recover_disk()`.
+        self.disk_trouble: str | None = None
+        #: State changes of the uplink that found no room on disk: rowid -> state.
+        self._overlay: dict[int, State] = {}
+        #: Called (it must not block) when the filesystem is first found full.
+        self.on_trouble: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -211,6 +233,12 @@ class Outbox:
                                  " is the state directory on a filesystem without mmap?")
             db.execute("PRAGMA synchronous=FULL")
             self._sync = "FULL"
+            db.execute("PRAGMA secure_delete=FAST")
+            if self.reserve_bytes > 0:
+                # The WAL must never hold more than the reserve can take: releasing the
+                # reserve has to leave room for a checkpoint to move it into the database.
+                page = db.execute("PRAGMA page_size").fetchone()[0]
+                db.execute(f"PRAGMA wal_autocheckpoint={max(16, self.reserve_bytes // page // 2)}")
             db.executescript(_SCHEMA)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
@@ -235,7 +263,8 @@ class Outbox:
             db.close()
             raise
         self._db = db
-        self._ensure_reserve()
+        if not self._ensure_reserve():
+            self._no_room(f"the {self.reserve_bytes}-byte reserve for alarms")
         if self.requeued_at_open:
             log.info("store %s: %d rows were in flight when the service stopped; sending them"
                      " again", self.path, self.requeued_at_open)
@@ -265,10 +294,33 @@ class Outbox:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
+            self._after_write(db)
+
+    def _after_write(self, db: sqlite3.Connection) -> None:
+        """While the disk is full, checkpoint after every write: the next one then
+        rewrites the WAL from its start instead of appending to a file with no room."""
+        if self.disk_trouble is None:
+            return
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.debug("store %s: checkpoint on a full disk failed: %s", self.path, exc)
+
+    def _no_room(self, what: str, exc: BaseException | None = None) -> None:
+        """Note that the filesystem had no room for `what` (the disk watch reports it)."""
+        if self.disk_trouble is None:
+            detail = f" ({exc})" if exc is not None else ""
+            self.disk_trouble = (f"no room on the filesystem of {self.path.parent} for"
+                                 f" {what}{detail}")
+            log.error("store %s: the filesystem is full: %s", self.path, self.disk_trouble)
+            hook = self.on_trouble
+            if hook is not None:
+                hook()
 
     # -- the engine's side -------------------------------------------------
 
@@ -310,7 +362,9 @@ class Outbox:
                 self._bytes += size
                 return seq, draft
             except sqlite3.OperationalError as exc:
-                if attempt == 1 and "full" in str(exc):
+                if _is_full(exc):
+                    self._no_room("an event", exc)
+                if attempt == 1 and _is_full(exc):
                     log.error("store %s: disk full while committing an event; releasing the"
                               " reserve, evicting bulk rows and retrying", self.path)
                     self._release_reserve()
@@ -330,6 +384,7 @@ class Outbox:
         size = len(payload)
         if not self._ensure_reserve():
             # The room kept for alarms comes back before any snapshot takes space.
+            self._no_room(f"the {self.reserve_bytes}-byte reserve for alarms")
             self.refused_total += 1
             raise StoreFullError(Lane.BULK.name.lower(), size, self.max_bytes,
                                  reason="the disk is full (no room for the alarms' reserve)")
@@ -345,6 +400,11 @@ class Outbox:
                     (int(Lane.BULK), topic, payload, _props(properties), size, _utc_now()))
                 rowid = cur.lastrowid
         except sqlite3.Error as exc:
+            if _is_full(exc):
+                self._no_room("a snapshot", exc)
+                self.refused_total += 1
+                raise StoreFullError(Lane.BULK.name.lower(), size, self.max_bytes,
+                                     reason="the disk is full") from exc
             raise StoreError(f"store {self.path}: cannot store bulk row: {exc}") from exc
         self._bytes += size
         assert rowid is not None
@@ -363,6 +423,8 @@ class Outbox:
                     (int(lane), topic, payload, _props(properties), size, _utc_now()))
                 rowid = cur.lastrowid
         except sqlite3.Error as exc:
+            if _is_full(exc):
+                self._no_room("a message", exc)
             raise StoreError(f"store {self.path}: cannot store message: {exc}") from exc
         self._bytes += size
         assert rowid is not None
@@ -391,6 +453,8 @@ class Outbox:
                            " received_at) VALUES (?,?,?,?,?,?)",
                            (event_id, command_id, operator, note, issued_at, now))
         except sqlite3.Error as exc:
+            if _is_full(exc):
+                self._no_room("an acknowledgement", exc)
             raise StoreError(f"store {self.path}: cannot record the acknowledgement: {exc}"
                              ) from exc
         return now
@@ -540,23 +604,43 @@ class Outbox:
             log.error("store %s: cannot release the reserve: %s", self.path, exc)
 
     def _evict_for_disk(self) -> None:
+        """Make room inside the database on a full disk: move the WAL into the database
+        (the released reserve leaves room for it), then drop delivered rows and waiting
+        bulk rows, then checkpoint again so the next write reuses the WAL from its start."""
         with self._lock:
             db = self._db
             if db is None:
                 return
             try:
-                db.execute("DELETE FROM outbox WHERE state=? OR (lane=? AND state=?)",
-                           (State.ACKED, Lane.BULK, State.READY))
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                cur = db.execute("DELETE FROM outbox WHERE state=? OR (lane=? AND state=?)",
+                                 (State.ACKED, Lane.BULK, State.READY))
+                evicted = cur.rowcount - self._acked
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:
                 log.error("store %s: could not free space: %s", self.path, exc)
-            self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
-            self._acked = 0
+                return
+            finally:
+                self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox"
+                                         ).fetchone()[0]
+                self._acked = db.execute("SELECT COUNT(*) FROM outbox WHERE state=?",
+                                         (State.ACKED,)).fetchone()[0]
+            if evicted > 0:
+                self.evicted_total += evicted
+                log.error("store %s: the disk is full: evicted %d waiting snapshot rows",
+                          self.path, evicted)
 
     # -- the uplink's side -------------------------------------------------
 
+    _ROW_COLUMNS = ("rowid, lane, topic, payload, properties, seq, event_id, event_type,"
+                    " created_at, attempts, state")
+
     def take(self, limit: int, max_lane: Lane = Lane.BULK) -> list[Row]:
-        """Move up to `limit` ready rows, lowest lane first, to IN_FLIGHT and return them."""
+        """Move up to `limit` ready rows, lowest lane first, to IN_FLIGHT and return them.
+
+        If the disk has no room to record that, the rows are returned all the same and
+        their new state is kept in memory (see the module's notes on a full disk).
+        """
         if limit <= 0:
             return []
         try:
@@ -567,72 +651,165 @@ class Outbox:
                 # All writes go through this connection under this lock, so the rows
                 # read here are still ready when they are marked: no write transaction
                 # (and no WAL frame) for a look that finds nothing.
-                rows = db.execute(
-                    "SELECT rowid, lane, topic, payload, properties, seq, event_id, event_type,"
-                    " created_at, attempts FROM outbox WHERE state=? AND lane<=?"
-                    " ORDER BY lane, rowid LIMIT ?", (State.READY, int(max_lane), limit)).fetchall()
-                if rows:
-                    if self._sync != "NORMAL":
-                        db.execute("PRAGMA synchronous=NORMAL")
-                        self._sync = "NORMAL"
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        db.executemany("UPDATE outbox SET state=?, attempts=attempts+1"
-                                       " WHERE rowid=?", [(State.IN_FLIGHT, r[0]) for r in rows])
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-                    db.execute("COMMIT")
+                found = self._ready_rows(db, limit, max_lane)
+                if found:
+                    self._write_states(db, [(r[0], State.IN_FLIGHT, r[10]) for r in found],
+                                       attempts=True)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: cannot take rows: {exc}") from exc
         return [Row(rowid=r[0], lane=Lane(r[1]), topic=r[2], payload=bytes(r[3]),
                     properties=json.loads(r[4]) if r[4] else None, seq=r[5], event_id=r[6],
-                    event_type=r[7], created_at=r[8], attempts=r[9] + 1) for r in rows]
+                    event_type=r[7], created_at=r[8], attempts=r[9] + 1) for r in found]
+
+    def _ready_rows(self, db: sqlite3.Connection, limit: int, max_lane: Lane) -> list[Any]:
+        """Rows that are READY as far as this process knows: on disk, corrected by the
+        overlay of state changes that found no room."""
+        overlay = self._overlay
+        rows = db.execute(
+            f"SELECT {self._ROW_COLUMNS} FROM outbox WHERE state=? AND lane<=?"
+            " ORDER BY lane, rowid LIMIT ?",
+            (State.READY, int(max_lane), limit + len(overlay))).fetchall()
+        if not overlay:
+            return rows
+        rows = [r for r in rows if overlay.get(r[0], State.READY) == State.READY]
+        back = [rowid for rowid, state in overlay.items() if state == State.READY]
+        if back:
+            marks = ",".join("?" * len(back))
+            rows += db.execute(
+                f"SELECT {self._ROW_COLUMNS} FROM outbox WHERE rowid IN ({marks})"
+                " AND state!=? AND lane<=?", (*back, State.READY, int(max_lane))).fetchall()
+            rows.sort(key=lambda r: (r[1], r[0]))
+        return rows[:limit]
+
+    def _write_states(self, db: sqlite3.Connection, changes: list[tuple[int, State, int]], *,
+                      attempts: bool = False) -> int:
+        """Record state changes (rowid, new state, state on disk) and any the overlay
+        holds, in one transaction; on a full disk keep them all in the overlay.
+
+        Returns how many rows changed state. Called with the lock held."""
+        now = _utc_now()
+        pending = dict(self._overlay)
+        for rowid, state, _ in changes:
+            pending[rowid] = state
+        if self._sync != "NORMAL":
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._sync = "NORMAL"
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if attempts:
+                    db.executemany("UPDATE outbox SET attempts=attempts+1 WHERE rowid=?",
+                                   [(c[0],) for c in changes])
+                for rowid, state in pending.items():
+                    if state == State.ACKED:
+                        cur = db.execute("UPDATE outbox SET state=?, acked_at=? WHERE rowid=?"
+                                         " AND state!=?", (State.ACKED, now, rowid, State.ACKED))
+                        self._acked += cur.rowcount
+                    else:
+                        db.execute("UPDATE outbox SET state=? WHERE rowid=?", (state, rowid))
+                if any(state == State.ACKED for state in pending.values()):
+                    self._prune(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise
+            self._no_room("the delivery state of rows", exc)
+            for rowid, state, on_disk in changes:
+                if state == on_disk:
+                    self._overlay.pop(rowid, None)
+                else:
+                    self._overlay[rowid] = state
+            if len(self._overlay) > OVERLAY_WARN and len(self._overlay) % OVERLAY_WARN == 1:
+                log.error("store %s: %d rows' delivery state is held in memory for want of"
+                          " disk space; a restart now sends them again", self.path,
+                          len(self._overlay))
+            return len(changes)
+        self._overlay.clear()
+        self._after_write(db)
+        return len(changes)
 
     def has_ready(self, max_lane: Lane = Lane.BULK) -> bool:
         with self._lock:
             db = self._db
             if db is None:
                 return False
-            return db.execute("SELECT 1 FROM outbox WHERE state=? AND lane<=? LIMIT 1",
-                              (State.READY, int(max_lane))).fetchone() is not None
+            return bool(self._ready_rows(db, 1, max_lane))
 
     def ack(self, rowids: list[int]) -> int:
         """Mark rows delivered (their PUBACK arrived) and prune old history."""
-        if not rowids:
-            return 0
-        now = _utc_now()
-        try:
-            with self._txn("NORMAL") as db:
-                cur = db.executemany(
-                    "UPDATE outbox SET state=?, acked_at=? WHERE rowid=? AND state=?",
-                    [(State.ACKED, now, r, State.IN_FLIGHT) for r in rowids])
-                done = cur.rowcount
-                self._acked += done
-                excess = self._acked - self.keep_acked
-                # Pruned in batches: one delete per PRUNE_BATCH acks, not one per ack.
-                if excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH):
-                    freed = db.execute(
-                        "SELECT COALESCE(SUM(size), 0) FROM (SELECT size FROM outbox WHERE"
-                        " state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess)).fetchone()[0]
-                    db.execute("DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox"
-                               " WHERE state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess))
-                    self._acked -= excess
-                    self._bytes -= freed
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: cannot record PUBACKs: {exc}") from exc
-        return done
+        return self._move(rowids, State.ACKED, "cannot record PUBACKs")
 
     def release(self, rowids: list[int]) -> None:
         """Put in-flight rows back to READY (the broker refused them, or we gave up waiting)."""
+        self._move(rowids, State.READY, "cannot requeue rows")
+
+    def _move(self, rowids: list[int], state: State, what: str) -> int:
+        """Move in-flight rows (on disk, or in the overlay) to `state`."""
         if not rowids:
-            return
+            return 0
         try:
-            with self._txn("NORMAL") as db:
-                db.executemany("UPDATE outbox SET state=? WHERE rowid=? AND state=?",
-                               [(State.READY, r, State.IN_FLIGHT) for r in rowids])
+            with self._lock:
+                db = self._db
+                if db is None:
+                    raise StoreError(f"store {self.path} is not open")
+                marks = ",".join("?" * len(rowids))
+                on_disk = dict(db.execute(f"SELECT rowid, state FROM outbox WHERE rowid IN"
+                                          f" ({marks})", rowids).fetchall())
+                changes = []
+                for rowid in rowids:
+                    if rowid not in on_disk:  # evicted meanwhile (a snapshot, disk full)
+                        self._overlay.pop(rowid, None)
+                        continue
+                    known = self._overlay.get(rowid, on_disk[rowid])
+                    if known == State.IN_FLIGHT:
+                        changes.append((rowid, state, on_disk[rowid]))
+                return self._write_states(db, changes) if changes else 0
         except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: cannot requeue rows: {exc}") from exc
+            raise StoreError(f"store {self.path}: {what}: {exc}") from exc
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        """Delete the oldest delivered rows beyond `keep_acked`, in batches."""
+        excess = self._acked - self.keep_acked
+        # Pruned in batches: one delete per PRUNE_BATCH acks, not one per ack.
+        if excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH):
+            freed = db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM (SELECT size FROM outbox WHERE"
+                " state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess)).fetchone()[0]
+            db.execute("DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox"
+                       " WHERE state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess))
+            self._acked -= excess
+            self._bytes -= freed
+
+    def recover_disk(self) -> bool:
+        """Try to leave the full-disk state: put the reserve back and write the overlay.
+
+        Called when the filesystem has room again (the disk watch looks); True when the
+        store is back to normal."""
+        if self.disk_trouble is None:
+            return True
+        if not self._ensure_reserve():
+            return False
+        try:
+            with self._lock:
+                db = self._db
+                if db is None:
+                    return False
+                if self._overlay:
+                    self._write_states(db, [])
+                    if self._overlay:
+                        return False
+        except sqlite3.Error as exc:
+            log.error("store %s: cannot write the delivery state held in memory: %s",
+                      self.path, exc)
+            return False
+        log.warning("store %s: the filesystem has room again: reserve restored, snapshots"
+                    " are stored again", self.path)
+        self.disk_trouble = None
+        return True
 
     # -- inspection --------------------------------------------------------
 
@@ -641,7 +818,8 @@ class Outbox:
             db = self._db
             if db is None:
                 raise StoreError(f"store {self.path} is not open")
-            return _stats(db, self.max_bytes, self.evicted_total, self.refused_total)
+            return _stats(db, self.max_bytes, self.evicted_total, self.refused_total,
+                          self._overlay)
 
     def waiting(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
@@ -651,17 +829,44 @@ class Outbox:
             return _waiting(db, limit)
 
 
+def _is_full(exc: BaseException) -> bool:
+    """True if SQLite says the disk (or the database) is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or (code is None and "full" in str(exc))
+
+
 def _props(properties: dict[str, Any] | None) -> str | None:
     return json.dumps(properties, ensure_ascii=False) if properties else None
 
 
-def _stats(db: sqlite3.Connection, budget: int, evicted: int, refused: int) -> QueueStats:
-    lanes: dict[str, LaneStats] = {}
+def _stats(db: sqlite3.Connection, budget: int, evicted: int, refused: int,
+           overlay: dict[int, State] | None = None) -> QueueStats:
+    counts: dict[Lane, list[int]] = {}  # lane -> [ready, in_flight, bytes]
     for lane in Lane:
-        ready, in_flight, nbytes = db.execute(
+        counts[lane] = list(db.execute(
             "SELECT COALESCE(SUM(state=0), 0), COALESCE(SUM(state=1), 0),"
             " COALESCE(SUM(size), 0) FROM outbox WHERE lane=? AND state<2",
-            (int(lane),)).fetchone()
+            (int(lane),)).fetchone())
+    acked = db.execute("SELECT COUNT(*) FROM outbox WHERE state=2").fetchone()[0]
+    # State changes held in memory on a full disk count as what they will be.
+    for rowid, state in (overlay or {}).items():
+        row = db.execute("SELECT lane, state, size FROM outbox WHERE rowid=?",
+                         (rowid,)).fetchone()
+        if row is None or row[1] == state:
+            continue
+        c = counts[Lane(row[0])]
+        if row[1] == State.ACKED:
+            acked -= 1
+            c[2] += row[2]
+        else:
+            c[row[1]] -= 1
+        if state == State.ACKED:
+            acked += 1
+            c[2] -= row[2]
+        else:
+            c[state] += 1
+    lanes: dict[str, LaneStats] = {}
+    for lane, (ready, in_flight, nbytes) in counts.items():
         oldest = db.execute(
             "SELECT created_at, event_id FROM outbox WHERE lane=? AND state<2 ORDER BY rowid"
             " LIMIT 1", (int(lane),)).fetchone()
@@ -669,7 +874,6 @@ def _stats(db: sqlite3.Connection, budget: int, evicted: int, refused: int) -> Q
             ready=ready, in_flight=in_flight, bytes=nbytes,
             oldest_created_at=oldest[0] if oldest else None,
             oldest_event_id=oldest[1] if oldest else None)
-    acked = db.execute("SELECT COUNT(*) FROM outbox WHERE state=2").fetchone()[0]
     total = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
     row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
     return QueueStats(lanes=lanes, acked_kept=acked, bytes_total=total, budget_bytes=budget,
