@@ -91,8 +91,9 @@ class DiskWatch:
             self.fault_open = True
             change = FaultChange(
                 DEVICE_ID, "state directory filesystem", f"fs:{self.directory}", active=True,
-                reason=(f"{trouble}: alarms are still committed and delivered, but snapshots"
-                        f" will be refused; free space on {self.directory} (`df -h`,"
+                reason=(f"{trouble}: alarms are still committed and delivered (a reserve is"
+                        " kept for them), snapshots are refused while the disk is full; free"
+                        f" space on {self.directory} (`df -h`,"
                         " `journalctl --vacuum-size=50M`) and check that store.max_bytes fits"
                         " the partition"),
                 mono_ns=mono_ns(), detail={"free_bytes": free, "reserve_bytes": reserve})

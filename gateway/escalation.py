@@ -2,8 +2,11 @@
 
 An alarm escalates once, when either
 - no platform `ack` for it arrived within `ack_timeout_s` of its commit, or
-- the uplink has been down for `uplink_down_s` while the alarm is still
-  waiting for its PUBACK (the platform cannot even know of it).
+- the alarm has waited `uplink_down_s` for its PUBACK (the platform cannot
+  even know of it): the uplink is down, or its link is half-open and the
+  gateway has not noticed yet (that takes 1.5 x keepalive), or the broker
+  does not answer. The alarm's own wait is what counts, not what the
+  connection's state says.
 
 Escalating switches on the local sounder (an output from the config) and
 sends an SMS to each duty number through the serial 4G/GSM modem. Each step
@@ -50,7 +53,7 @@ class Escalation:
     """Watches committed alarms for acknowledgement and escalates the ones nobody answers."""
 
     def __init__(self, settings: EscalationSettings, *, engine: Engine,
-                 points: dict[str, Point], uplink_connected: Callable[[], bool],
+                 points: dict[str, Point],
                  set_output: Callable[[str, bool, float | None], None] | None,
                  send_sms: Callable[[str, str], None] | None,
                  site: str, gateway: str,
@@ -62,7 +65,6 @@ class Escalation:
         self.settings = settings
         self.engine = engine
         self.points = points
-        self._connected = uplink_connected
         self._set_output = set_output
         self._send_sms = send_sms
         self._check_modem = check_modem
@@ -73,7 +75,6 @@ class Escalation:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._down_since: float | None = None
         self._thread: threading.Thread | None = None
         self._work: queue.SimpleQueue[tuple[_Pending, str] | str | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -143,11 +144,6 @@ class Escalation:
             self._wake.wait(1.0)
             self._wake.clear()
             now = time.monotonic()
-            connected = self._connected()
-            if connected:
-                self._down_since = None
-            elif self._down_since is None:
-                self._down_since = now
             due: list[tuple[_Pending, str]] = []
             with self._lock:
                 for p in self._pending.values():
@@ -156,9 +152,7 @@ class Escalation:
                     reason = None
                     if now - p.since >= self.settings.ack_timeout_s:
                         reason = "no_ack"
-                    elif (not p.delivered and self._down_since is not None
-                          and now - max(self._down_since, p.since)
-                          >= self.settings.uplink_down_s):
+                    elif not p.delivered and now - p.since >= self.settings.uplink_down_s:
                         reason = "uplink_down"
                     if reason is not None:
                         p.escalated = True
@@ -199,7 +193,8 @@ class Escalation:
         self.escalated_total += 1
         why = (f"no acknowledgement from the platform within {self.settings.ack_timeout_s:.0f} s"
                if reason == "no_ack" else
-               f"uplink down for {self.settings.uplink_down_s:.0f} s with the alarm waiting")
+               f"the alarm not delivered to the broker within {self.settings.uplink_down_s:.0f} s"
+               " (uplink down or not answering)")
         log.critical("ESCALATING alarm seq %d of %s (%s): %s", p.committed.seq, p.point.id,
                      p.point.name, why)
         s = self.settings

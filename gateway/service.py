@@ -356,7 +356,6 @@ class Service:
         assert self.engine is not None
         self.escalation = Escalation(
             settings, engine=self.engine, points={p.id: p for p in self.points()},
-            uplink_connected=lambda: bool(self.uplink and self.uplink.state()["connected"]),
             set_output=set_output, send_sms=send_sms, site=self.config.gateway.site,
             gateway=self.config.gateway.id, check_modem=check_modem)
         self.add_listener(self.escalation.on_committed)

@@ -12,6 +12,7 @@ from gw import InProcessGateway, write_config
 
 from hw_sim.broker import Mosquitto
 from hw_sim.modem import SimModem
+from hw_sim.netfault import NetFault
 from hw_sim.platform import PlatformConsole
 
 KEY = bytes(range(32))
@@ -24,9 +25,10 @@ def modem(tmp_path: Path) -> Iterator[SimModem]:
         yield m
 
 
-def config(tmp_path: Path, broker_port: int, modem_port: str, **esc: Any) -> Path:
+def config(tmp_path: Path, broker_port: int, modem_port: str, *,
+           broker: dict[str, Any] | None = None, **esc: Any) -> Path:
     (tmp_path / "k").write_text(KEY.hex())
-    cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0)
+    cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0, broker=broker)
     settings = {"ack_timeout_s": 1.0, "uplink_down_s": 1.0, "sounder": "sounder", **esc}
     lines = ["", "[[outputs]]", 'id = "sounder"', 'name = "门卫室警号"', "gpio = 24",
              "", "[commands]", f'key_file = "{tmp_path / "k"}"', "", "[escalation]"]
@@ -97,6 +99,35 @@ def test_uplink_down_while_an_alarm_waits_escalates(
         assert gw.service.escalation is not None
         (pending,) = gw.service.escalation.pending()
         assert pending["escalated"] and not pending["delivered"]
+
+
+def test_an_alarm_on_a_half_open_link_escalates_before_the_link_is_declared_dead(
+        tmp_path: Path, persistent: tuple[Mosquitto, PlatformConsole],
+        modem: SimModem) -> None:
+    """The link black-holes: the connection looks up, the alarm is published and no PUBACK
+    comes. With a 60 s keepalive the gateway would declare the link dead only after 90 s;
+    the escalation counts the alarm's own wait and sends the SMS after uplink_down_s."""
+    broker, console = persistent
+    with NetFault(broker.host, broker.port) as proxy, InProcessGateway(config(
+            tmp_path, proxy.port, modem.port, broker={"keepalive_s": 60},
+            ack_timeout_s=600.0, uplink_down_s=1.0)) as gw:
+        assert gw.panel is not None and gw.service.uplink is not None
+        uplink = gw.service.uplink
+        assert uplink.wait_for_drained(10)
+        proxy.blackhole()
+        gw.panel.press("gate-panic")
+        (sms,) = modem.wait_for_messages(1, timeout=15)
+        assert "报警网关与平台断开" in sms.text
+        assert uplink.state()["connected"]  # the gateway has not noticed the link yet
+        # The half-open connection is reset and the path returns: the alarm and every
+        # step of the escalation reach the platform.
+        proxy.cut()
+        proxy.pass_()
+        assert console.wait_for(lambda c: {"sounder_on", "sms_sent"} <= {
+            e["detail"]["step"] for e in escalations(c)}, 30)
+        alarm = console.events_of("alarm")[0]
+        assert all(e["detail"]["reason"] == "uplink_down" and e["detail"]["for_event"]
+                   == alarm["id"] for e in escalations(console))
 
 
 def test_a_failing_modem_is_a_fault_not_a_crash(
