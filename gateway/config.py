@@ -183,7 +183,7 @@ class EscalationSettings:
     ack_timeout_s: float
     """Escalate when no platform ack arrived this long after the alarm, in seconds."""
     uplink_down_s: float
-    """Escalate when the uplink is down this long while an alarm waits, in seconds."""
+    """Escalate when an alarm has had no PUBACK this long (uplink down or half-open), in s."""
     sounder: str | None
     """Output id switched on when escalating."""
     sounder_s: float | None
