@@ -72,7 +72,7 @@ def fill_with_file(directory: Path) -> Path:
     return filler
 
 
-def fill_and_press(gw: InProcessGateway, broker: Mosquitto, state: Path) -> None:
+def fill_and_press(gw: InProcessGateway, broker: Mosquitto) -> None:
     """Kill the broker, fill the disk with snapshots, then press and release."""
     assert gw.panel is not None
     box = gw.service.outbox
@@ -85,7 +85,8 @@ def fill_and_press(gw: InProcessGateway, broker: Mosquitto, state: Path) -> None
             box.put_bulk(f"snapshot/e{i}/cam", SNAPSHOT)
             stored += 1
     assert stored > 10
-    assert shutil.disk_usage(state).free < 2 * len(SNAPSHOT)
+    # (The disk's fault, committed as soon as the store found no room, may already have
+    # taken the reserve and evicted the snapshots: it is an event like the alarm.)
     gw.panel.press("gate-panic")
     gw.panel.release("gate-panic")
     # The watch has looked (its own look, or this one) and the engine has what it saw.
@@ -109,7 +110,7 @@ def test_a_full_disk_never_refuses_an_alarm_and_is_a_fault(
         persistent: tuple[Mosquitto, PlatformConsole]) -> None:
     broker, _ = persistent
     with InProcessGateway(full_disk_config(tmp_path, broker)) as gw:
-        fill_and_press(gw, broker, small_state_dir)
+        fill_and_press(gw, broker)
         box = gw.service.outbox
         engine = gw.service.engine
         assert engine is not None
@@ -130,7 +131,7 @@ def test_a_full_disk_still_delivers_the_alarm(
         persistent: tuple[Mosquitto, PlatformConsole]) -> None:
     broker, console = persistent
     with InProcessGateway(full_disk_config(tmp_path, broker)) as gw:
-        fill_and_press(gw, broker, small_state_dir)
+        fill_and_press(gw, broker)
         broker.start()
         assert console.wait_for(lambda c: len(c.events) == 3, 20)
         events = console.ordered(GW)
