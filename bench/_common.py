@@ -379,9 +379,10 @@ class OutboxProbe:
         real_ack = outbox.ack
 
         def commit_event(lane: Lane, make: Callable[[int], EventDraft],
-                         properties: dict[str, Any] | None = None) -> tuple[int, EventDraft]:
+                         properties: dict[str, Any] | None = None,
+                         **kw: Any) -> tuple[int, EventDraft]:
             t0 = time.perf_counter_ns()
-            seq, draft = real_commit(lane, make, properties)
+            seq, draft = real_commit(lane, make, properties, **kw)
             t1 = time.perf_counter_ns()
             self.commit_start[seq] = t0
             self.commit_end[seq] = t1
