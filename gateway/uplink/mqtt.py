@@ -515,9 +515,11 @@ class Uplink:
                 done.append(flight.row.rowid)
                 done_rows.append(flight.row)
         if done:
-            self.outbox.ack(done)
-            self._delivered("puback", done_rows)
+            # Under the condition's lock: whoever waits for "drained" sees the PUBACKs
+            # recorded and their hooks (drill timelines, escalation) run, never between.
             with self._progress:
+                self.outbox.ack(done)
+                self._delivered("puback", done_rows)
                 self._progress.notify_all()
             with self._lock:
                 self._state["acked"] += len(done)
