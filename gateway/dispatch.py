@@ -52,6 +52,10 @@ class CommandDispatcher:
         self._ping_info = ping_info
         self.checker = CommandChecker(settings.key, settings.require_signature,
                                       settings.max_age_s, settings.max_future_s)
+        # Ids seen before a restart stay refused: with the clock unsynced after a power
+        # cut, freshness cannot be judged and the id is all that stops an old command.
+        self.checker.preload(outbox.recent_commands(self.checker.remember))
+        self.checker.persist = lambda cid: outbox.remember_command(cid, self.checker.remember)
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._events: OrderedDict[str, tuple[str, str, int]] = OrderedDict()

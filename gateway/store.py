@@ -166,6 +166,11 @@ CREATE TABLE IF NOT EXISTS open_faults (
     device TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS commands_seen (
+    rowid       INTEGER PRIMARY KEY,
+    command_id  TEXT NOT NULL UNIQUE,
+    received_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS drills (
     event_id     TEXT PRIMARY KEY,
     seq          INTEGER,
@@ -458,6 +463,33 @@ class Outbox:
             raise StoreError(f"store {self.path}: cannot record the acknowledgement: {exc}"
                              ) from exc
         return now
+
+    def remember_command(self, command_id: str, keep: int) -> None:
+        """Record a platform command's id against replays (a restart must not forget it:
+        with the clock unsynced, the id is all that stops an old command). Fsynced: one
+        per command, and commands are rare. Keeps the last `keep` ids."""
+        try:
+            with self._txn("FULL") as db:
+                cur = db.execute("INSERT OR IGNORE INTO commands_seen (command_id, received_at)"
+                                 " VALUES (?, ?)", (command_id, _utc_now()))
+                if cur.lastrowid is not None and cur.lastrowid % PRUNE_BATCH == 0:
+                    db.execute("DELETE FROM commands_seen WHERE rowid <= ?",
+                               (cur.lastrowid - keep,))
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                self._no_room("a command id", exc)
+            raise StoreError(f"store {self.path}: cannot record command id {command_id!r}:"
+                             f" {exc}") from exc
+
+    def recent_commands(self, limit: int) -> list[str]:
+        """The last `limit` command ids received, oldest first."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            rows = db.execute("SELECT command_id FROM commands_seen ORDER BY rowid DESC"
+                              " LIMIT ?", (limit,)).fetchall()
+        return [r[0] for r in reversed(rows)]
 
     def acks_for(self, event_id: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.store import Outbox
 from gateway.uplink.commands import CommandChecker, Refusal, canonical, sign
 from gateway.uplink.protocol import load_schema
 from hw_sim.broker import Mosquitto
@@ -224,6 +225,46 @@ def test_unsigned_and_replayed_commands_over_mqtt_change_nothing(
     assert platform.events_of("drill") == []
     assert gw_with_commands.service.commands is not None
     assert gw_with_commands.service.commands.counters["unsigned"] == 1
+
+
+def test_a_command_id_stays_refused_after_a_restart_with_the_clock_unsynced(
+        tmp_path: Path, broker: Mosquitto, platform: PlatformConsole) -> None:
+    """After a power cut a Pi's clock is unsynced, so an old command cannot be told stale:
+    its id, kept in the store, is what refuses it."""
+    key_file = tmp_path / "cmd.key"
+    key_file.write_text(KEY.hex())
+    cfg = write_config(tmp_path / "gw", broker_port=broker.port, debounce_ms=0,
+                       sync_source="assume-unsynced")
+    with cfg.open("a") as f:
+        f.write(f'\n[commands]\nkey_file = "{key_file}"\n')
+    with InProcessGateway(cfg):
+        online(platform)
+        first = platform.send_command(SITE, GWID, "drill", {"point": "gate-panic"},
+                                      cmd_id="c-before-power-cut")
+        assert wait_result(platform, first)["ok"] is True
+        assert platform.wait_for(lambda p: len(p.events_of("drill")) == 1, 10)
+    platform.results.clear()
+    platform.status.clear()
+    with InProcessGateway(cfg) as gw:
+        online(platform)
+        again = platform.send_command(SITE, GWID, "drill", {"point": "gate-panic"},
+                                      cmd_id="c-before-power-cut")
+        assert wait_result(platform, again)["code"] == "replayed"
+        fresh = platform.send_command(SITE, GWID, "ping", cmd_id="c-after")
+        assert wait_result(platform, fresh)["ok"] is True
+        assert gw.service.outbox.recent_commands(10) == ["c-before-power-cut", "c-after"]
+    assert len(platform.events_of("drill")) == 1
+
+
+def test_the_store_keeps_the_last_command_ids(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite3") as box:
+        for i in range(300):
+            box.remember_command(f"c-{i}", keep=100)
+        box.remember_command("c-250", keep=100)  # already known: no new row
+        kept = box.recent_commands(1000)
+        # Pruned in batches: at least the last 100, never more than 100 + one batch.
+        assert kept[-100:] == [f"c-{i}" for i in range(200, 300)]
+        assert 100 <= len(kept) <= 100 + 64
 
 
 def test_drill_ping_and_unsupported_ops(gw_with_commands: InProcessGateway,

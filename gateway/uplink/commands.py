@@ -28,14 +28,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 16 * 1024
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -116,7 +120,16 @@ class CommandChecker:
     max_future_s: float = 20.0
     remember: int = 4096
     """How many command ids to remember against replays."""
+    persist: Callable[[str], None] | None = None
+    """Called with each id remembered, to keep it across restarts (may raise)."""
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def preload(self, ids: Iterable[str]) -> None:
+        """Remember ids seen before this process started (oldest first)."""
+        for cid in ids:
+            self._seen[cid] = 0.0
+        while len(self._seen) > self.remember:
+            self._seen.popitem(last=False)
 
     def check(self, payload: bytes, *, now: float | None = None,
               clock_synced: bool = True) -> Command:
@@ -206,6 +219,13 @@ class CommandChecker:
         self._seen[cid] = time.monotonic()
         while len(self._seen) > self.remember:
             self._seen.popitem(last=False)
+        if self.persist is not None:
+            try:
+                self.persist(cid)
+            except Exception as exc:
+                # Remembered in memory all the same: only a restart would forget it.
+                log.error("commands: could not keep command id %r across restarts: %s",
+                          cid, exc)
 
 
 def _no_constants(name: str) -> Any:
