@@ -3,25 +3,39 @@
 The gateway's central promise is that no committed press is ever lost and that an alarm
 outruns everything else. This module proves it the way alarm-transmission equipment is
 proven: for a given duration and seed, it runs the real gateway (``python -m gateway run``,
-a child process on the GPIO simulator) against a real Mosquitto (with persistence, so the
+a child process on the GPIO and Modbus simulators, with two simulated digest-auth HTTP
+cameras linked to the panic buttons, a small store budget, platform commands and escalation
+to a sounder and the simulated SMS modem) against a real Mosquitto (with persistence, so the
 platform's session survives a SIGKILL, as a production broker's would) through
 :class:`hw_sim.netfault.NetFault`, with the reference :class:`hw_sim.platform.PlatformConsole`
-recording, and injects one fault at a time, chosen at random:
+recording and acknowledging every alarm on arrival, and injects one fault at a time, chosen
+at random:
 
 - ``broker_kill``: SIGKILL the broker, bring it back after a while on the same port;
 - ``blackhole``: the proxy drops every byte, connections stay open (a half-open link);
 - ``cut``: the proxy resets every connection, and refuses new ones for a while;
 - ``latency``: the proxy holds every byte for 200-1500 ms each way;
-- ``gateway_kill``: SIGKILL the gateway and start it again, as systemd's Restart=always would.
+- ``throttle``: the proxy carries 2-20 kB/s each way (a slow mobile link);
+- ``gateway_kill``: SIGKILL the gateway and start it again, as systemd's Restart=always would;
+- ``modbus_silent``: a Modbus module stops answering;
+- ``camera_fail``: a camera answers 500, hangs, refuses connections, sends half a JPEG,
+  refuses the login, or answers later than the gateway waits;
+- ``modem_fail``: the modem says nothing, loses its SIM or its network, or the network
+  refuses every SMS.
 
-Meanwhile a second thread presses and releases the simulated buttons (two panic buttons,
+Meanwhile a second thread presses and releases the simulated buttons (four panic buttons,
 one tamper switch) through the control socket, at random. When the time is up the faults
-stop, the run waits for the gateway's outbox to drain (control command ``queue``), and checks
-the console's record against the store: every seq from 1 to ``next_seq - 1`` arrived, no id
-twice after de-duplication, no seq under two ids, no gap. Alarm latency (the event's
-CLOCK_BOOTTIME stamp to its first arrival at the console) is reported as p50/p99 for alarms
-committed while the link was up (no fault active and none in the last ``settle_s``, plus
-1.5 x keepalive after a black hole), and for all alarms.
+stop, the run waits for every device fault to clear and every escalation to finish, then for
+the gateway's outbox to drain (control command ``queue``), and checks the console's record
+against the store: every seq from 1 to ``next_seq - 1`` arrived, no id twice after
+de-duplication, no seq under two ids, no gap, faults paired with fault_cleared; every
+picture an event lists arrived or was reported failed, unless the store evicted it under
+its budget or a SIGKILL cut it before it was taken; every alarm that no acknowledgement
+could reach within ``escalation.ack_timeout_s`` escalated; every ``sms_sent`` record has its
+text at the modem. Alarm latency (the event's CLOCK_BOOTTIME stamp to its first arrival at
+the console) is reported as p50/p99 for alarms committed while the link was up (no path
+fault active and none in the last ``settle_s``, plus 1.5 x keepalive after a black hole;
+device faults do not count against the link), by fault kind, and for all alarms.
 
 ``python -m hw_sim.chaos --duration 600 --seed 7`` prints one summary line and exits 1 on any
 loss (``scripts/chaos`` wraps it). Only loopback, only processes it started, all stopped at
