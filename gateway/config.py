@@ -467,7 +467,7 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     modbus_tables: list[_Table] = []
     inputs = _parse_inputs(root, gpio, modbus_tables, cameras)
     taken = {i.id: f"inputs ({i.id})" for i in inputs}
-    modbus = parse_modbus(root, modbus_tables, taken)
+    modbus = parse_modbus(root, modbus_tables, taken, cameras)
     outputs, links = parse_outputs(root, inputs, modbus, taken)
     cmd_t = root.table("commands")
     commands = _parse_commands(cmd_t) if cmd_t is not None else None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from gateway.config import InputKind, _Table
+    from gateway.config import CameraSettings, InputKind, _Table
 
 BusType = Literal["rtu", "tcp"]
 Parity = Literal["N", "E", "O"]
@@ -140,6 +140,8 @@ class ModbusPointSettings:
     contact: Contact
     debounce_ms: int
     """A new value must be read for this long before it counts (0: the first read)."""
+    cameras: tuple[str, ...] = ()
+    """Ids of the cameras that take pictures when this input raises an alarm."""
 
     @property
     def active_value(self) -> bool:
@@ -273,11 +275,11 @@ def cycle_wire_s(bus: BusSettings, blocks: list[ReadBlock], turnaround_s: float 
 
 # -- parsing ---------------------------------------------------------------------
 
-def parse_modbus(root: _Table, input_tables: list[_Table], taken: dict[str, str]
-                 ) -> ModbusSettings:
+def parse_modbus(root: _Table, input_tables: list[_Table], taken: dict[str, str],
+                 cameras: tuple[CameraSettings, ...] = ()) -> ModbusSettings:
     """Read [modbus], [[modbus.buses]], [[modbus.devices]] and the `[[inputs]]` tables that
     have a `modbus` key. `taken` maps ids already used (GPIO inputs) to their keys; every
-    id used here is added to it."""
+    id used here is added to it. `cameras`: the configured cameras, which inputs may name."""
     from gateway.config import _empty
 
     m = root.table("modbus") or _empty(root.path, "modbus")
@@ -305,7 +307,7 @@ def parse_modbus(root: _Table, input_tables: list[_Table], taken: dict[str, str]
                           " own address")
         seen_units[(d.bus, d.unit)] = f"{t.prefix} ({d.id})"
     dev_by_id = {d.id: d for d in devices}
-    points = tuple(_parse_point(t, dev_by_id, taken) for t in input_tables)
+    points = tuple(_parse_point(t, dev_by_id, taken, cameras) for t in input_tables)
     where: dict[tuple[str, str, int, int | None], str] = {}
     for p, t in zip(points, input_tables, strict=True):
         k = (p.device, p.table, p.address, p.bit)
@@ -406,9 +408,9 @@ def _parse_device(t: _Table, buses: dict[str, dict[str, object]], taken: dict[st
                           location=t.opt_str("location") or "")
 
 
-def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str, str]
-                 ) -> ModbusPointSettings:
-    from gateway.config import _POINT_ID
+def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str, str],
+                 cameras: tuple[CameraSettings, ...] = ()) -> ModbusPointSettings:
+    from gateway.config import _POINT_ID, _camera_refs
 
     for key, why in (("gpio", "give gpio = N (a pin) or modbus = {...} (a module), not both"),
                      ("pull", "applies to GPIO pins; a module's input has its own wiring:"
@@ -417,7 +419,7 @@ def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str,
                       " \"NO\" (active when the input reads 1) or \"NC\" (active at 0)")):
         if key in t.data:
             raise t.error(key, why)
-    t.expect("id", "name", "location", "kind", "modbus", "contact", "debounce_ms")
+    t.expect("id", "name", "location", "kind", "modbus", "contact", "debounce_ms", "cameras")
     point_id = t.text("id", pattern=_POINT_ID, required=True)
     _claim(t, "id", point_id, taken)
     kind: InputKind = t.choice("kind", ("panic", "tamper", "input"))
@@ -452,6 +454,7 @@ def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str,
         bit=bit,
         contact=t.choice("contact", ("NO", "NC"), "NO"),
         debounce_ms=t.integer("debounce_ms", 0, min=0, max=5000),
+        cameras=_camera_refs(t, cameras),
     )
     t.done()
     return point

@@ -453,6 +453,7 @@ class SnapshotLane:
         self.sims: dict[str, Any] = {}
         """hw_sim SimCameras behind `driver = "sim"` cameras, by camera id."""
         self._links: dict[str, list[str]] = {i.id: list(i.cameras) for i in config.inputs}
+        self._links.update({p.id: list(p.cameras) for p in config.modbus.points})
         self._planned: dict[tuple[str, str], deque[dict[str, list[Picture]]]] = {}
         self._started = False
 

@@ -3,25 +3,39 @@
 The gateway's central promise is that no committed press is ever lost and that an alarm
 outruns everything else. This module proves it the way alarm-transmission equipment is
 proven: for a given duration and seed, it runs the real gateway (``python -m gateway run``,
-a child process on the GPIO simulator) against a real Mosquitto (with persistence, so the
+a child process on the GPIO and Modbus simulators, with two simulated digest-auth HTTP
+cameras linked to the panic buttons, a small store budget, platform commands and escalation
+to a sounder and the simulated SMS modem) against a real Mosquitto (with persistence, so the
 platform's session survives a SIGKILL, as a production broker's would) through
 :class:`hw_sim.netfault.NetFault`, with the reference :class:`hw_sim.platform.PlatformConsole`
-recording, and injects one fault at a time, chosen at random:
+recording and acknowledging every alarm on arrival, and injects one fault at a time, chosen
+at random:
 
 - ``broker_kill``: SIGKILL the broker, bring it back after a while on the same port;
 - ``blackhole``: the proxy drops every byte, connections stay open (a half-open link);
 - ``cut``: the proxy resets every connection, and refuses new ones for a while;
 - ``latency``: the proxy holds every byte for 200-1500 ms each way;
-- ``gateway_kill``: SIGKILL the gateway and start it again, as systemd's Restart=always would.
+- ``throttle``: the proxy carries 2-20 kB/s each way (a slow mobile link);
+- ``gateway_kill``: SIGKILL the gateway and start it again, as systemd's Restart=always would;
+- ``modbus_silent``: a Modbus module stops answering;
+- ``camera_fail``: a camera answers 500, hangs, refuses connections, sends half a JPEG,
+  refuses the login, or answers later than the gateway waits;
+- ``modem_fail``: the modem says nothing, loses its SIM or its network, or the network
+  refuses every SMS.
 
-Meanwhile a second thread presses and releases the simulated buttons (two panic buttons,
+Meanwhile a second thread presses and releases the simulated buttons (four panic buttons,
 one tamper switch) through the control socket, at random. When the time is up the faults
-stop, the run waits for the gateway's outbox to drain (control command ``queue``), and checks
-the console's record against the store: every seq from 1 to ``next_seq - 1`` arrived, no id
-twice after de-duplication, no seq under two ids, no gap. Alarm latency (the event's
-CLOCK_BOOTTIME stamp to its first arrival at the console) is reported as p50/p99 for alarms
-committed while the link was up (no fault active and none in the last ``settle_s``, plus
-1.5 x keepalive after a black hole), and for all alarms.
+stop, the run waits for every device fault to clear and every escalation to finish, then for
+the gateway's outbox to drain (control command ``queue``), and checks the console's record
+against the store: every seq from 1 to ``next_seq - 1`` arrived, no id twice after
+de-duplication, no seq under two ids, no gap, faults paired with fault_cleared; every
+picture an event lists arrived or was reported failed, unless the store evicted it under
+its budget or a SIGKILL cut it before it was taken; every alarm that no acknowledgement
+could reach within ``escalation.ack_timeout_s`` escalated; every ``sms_sent`` record has its
+text at the modem. Alarm latency (the event's CLOCK_BOOTTIME stamp to its first arrival at
+the console) is reported as p50/p99 for alarms committed while the link was up (no path
+fault active and none in the last ``settle_s``, plus 1.5 x keepalive after a black hole;
+device faults do not count against the link), by fault kind, and for all alarms.
 
 ``python -m hw_sim.chaos --duration 600 --seed 7`` prints one summary line and exits 1 on any
 loss (``scripts/chaos`` wraps it). Only loopback, only processes it started, all stopped at
@@ -33,8 +47,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -50,6 +66,7 @@ from gateway.control import request
 from gateway.errors import GatewayError
 from gateway.service import socket_path
 from hw_sim.broker import Mosquitto
+from hw_sim.modem import SimFault, SimModem
 from hw_sim.netfault import NetFault
 from hw_sim.platform import PlatformConsole
 
@@ -76,8 +93,84 @@ MODBUS_INPUTS: tuple[tuple[str, str, int, str], ...] = (
 #: Every input the presses choose from.
 POINTS: tuple[str, ...] = tuple(p[0] for p in INPUTS) + tuple(p[0] for p in MODBUS_INPUTS)
 
-FAULTS: tuple[str, ...] = ("broker_kill", "blackhole", "cut", "latency", "gateway_kill",
-                           "modbus_silent")
+#: The simulated HTTP cameras (digest auth, inside the gateway) and the inputs linked to each.
+CAMERAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("gate-cam", ("gate-panic", "hall-panic")),
+    ("yard-cam", ("gate-panic", "office-panic")),
+)
+#: Pictures an alarm asks of each linked camera after it, and the time between them, in s.
+CAMERA_SHOTS, CAMERA_INTERVAL_S, CAMERA_TIMEOUT_S = 2, 0.5, 1.0
+#: How a camera fails in `camera_fail` (hw_sim.camera modes, and "slow": answers too late).
+CAMERA_FAILURES: tuple[str, ...] = ("500", "timeout", "down", "truncated", "401", "slow")
+#: The store's byte budget, in bytes: small, so that the pictures of a few seconds of outage
+#: fill it and the oldest give way while the run goes on.
+STORE_MAX_BYTES = 96 * 1024
+#: Escalation timers, in seconds: an alarm not acknowledged this long after its commit, or
+#: waiting while the uplink has been down this long, sounds the sounder and texts.
+ACK_TIMEOUT_S, UPLINK_DOWN_S = 8.0, 3.0
+#: How often the gateway asks the modem for its SIM, network and signal, in seconds.
+MODEM_CHECK_S = 5.0
+#: How the modem fails in `modem_fail` (hw_sim.modem faults): it says nothing at all, has
+#: no SIM, no network, or the network refuses every SMS (+CMS ERROR: 500).
+MODEM_FAILURES: tuple[SimFault, ...] = ("silent", "no_sim", "not_registered", "cms_500")
+#: A modem check gives up on a silent modem after about 12 s (AT, resynchronising, two
+#: probes: gateway/drivers/modem.py), so a silence shorter than that goes unnoticed.
+MODEM_SILENT_S = (18.0, 24.0)
+DUTY_NUMBER = "+8613800138000"
+
+#: Faults of a device, not of the path: the uplink stays up while they last.
+DEVICE_FAULTS = frozenset({"modbus_silent", "camera_fail", "modem_fail"})
+FAULTS: tuple[str, ...] = ("broker_kill", "blackhole", "cut", "latency", "throttle",
+                           "gateway_kill", "modbus_silent", "camera_fail", "modem_fail")
+
+
+@dataclass
+class SnapshotTally:
+    """The pictures the delivered events listed, against what the platform received."""
+
+    expected: int = 0
+    """Pictures listed in the events' `snapshots` fields (pre + post per camera)."""
+    delivered: int = 0
+    """JPEGs received (unique by event, camera, phase, shot)."""
+    failed: int = 0
+    """`snapshot_failed` records received (a listed picture that will not come)."""
+    missing: int = 0
+    """Listed pictures for which neither arrived."""
+    evicted: int = 0
+    """Waiting bulk rows the store evicted under its byte budget (from the gateway's log)."""
+    refused: int = 0
+    """Pictures the store refused to take (from the gateway's log)."""
+    cut_by_kill: int = 0
+    """Missing pictures of events committed shortly before a SIGKILL: shots not yet taken
+    live in memory only (docs/protocol/README.md), so a kill may cut them."""
+    extra: int = 0
+    """Pictures received that no event listed (a wrong phase or shot number)."""
+
+    @property
+    def unexplained(self) -> int:
+        """Missing pictures that neither eviction, refusal nor a kill accounts for."""
+        return max(0, self.missing - self.cut_by_kill - self.evicted - self.refused)
+
+
+@dataclass
+class EscalationTally:
+    """What the gateway did by itself, as its `escalation` events and the modem say."""
+
+    alarms: int = 0
+    """Alarms escalated (distinct `for_event`)."""
+    reasons: dict[str, int] = field(default_factory=dict)
+    """`no_ack` / `uplink_down` -> alarms."""
+    steps: dict[str, int] = field(default_factory=dict)
+    """`sounder_on`, `sms_sent`, `sms_failed`, `sounder_failed` -> events."""
+    sms_at_modem: int = 0
+    """Whole messages the simulated modem accepted."""
+    unescalated: list[int] = field(default_factory=list)
+    """Seqs of alarms that had to escalate (no ack could have come within ack_timeout_s)
+    and did not, with no SIGKILL to excuse it."""
+    excused_by_kill: int = 0
+    """Alarms that had to escalate but whose gateway was SIGKILLed before it could."""
+    sms_unconfirmed: list[int] = field(default_factory=list)
+    """Alarm seqs with an `sms_sent` event but no text at the modem."""
 
 
 @dataclass
@@ -107,18 +200,33 @@ class ChaosResult:
     unpaired_faults: dict[str, int] = field(default_factory=dict)
     """Device -> `fault` events minus `fault_cleared` events, where not zero."""
     alarm_latency_up_ms: list[float] = field(default_factory=list)
+    """Alarms committed while the uplink was up (device faults included)."""
     alarm_latency_all_ms: list[float] = field(default_factory=list)
+    alarm_latency_fault_ms: dict[str, list[float]] = field(default_factory=dict)
+    """Fault kind -> latency of the alarms committed while it (or its recovery) lasted."""
+    snapshots: SnapshotTally = field(default_factory=SnapshotTally)
+    escalation: EscalationTally = field(default_factory=EscalationTally)
     drained: bool = True
 
     @property
     def ok(self) -> bool:
         return self.drained and not (self.lost or self.seq_twice or self.gaps
-                                     or self.unpaired_faults)
+                                     or self.unpaired_faults or self.snapshots.unexplained
+                                     or self.snapshots.extra or self.escalation.unescalated
+                                     or self.escalation.sms_unconfirmed)
 
     def summary(self) -> str:
         up = sorted(self.alarm_latency_up_ms)
         every = sorted(self.alarm_latency_all_ms)
+        device = sorted(v for k, vs in self.alarm_latency_fault_ms.items()
+                        if k in DEVICE_FAULTS for v in vs)
+        camera = sorted(self.alarm_latency_fault_ms.get("camera_fail", []))
+        worst = " ".join(f"{k}={_pct(v, 100)}" for k, v in sorted(
+            self.alarm_latency_fault_ms.items()) if v)
         faults = " ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
+        sn, es = self.snapshots, self.escalation
+        reasons = " ".join(f"{k}={v}" for k, v in sorted(es.reasons.items()))
+        steps = " ".join(f"{k}={v}" for k, v in sorted(es.steps.items()))
         return (f"chaos {'PASS' if self.ok else 'FAIL'}: seed={self.seed}"
                 f" duration={self.duration_s:.0f}s faults[{faults}]"
                 f" presses={self.presses} refused={self.refused}"
@@ -128,9 +236,18 @@ class ChaosResult:
                 f" device_faults={self.device_faults}"
                 f" unpaired_faults={sum(abs(v) for v in self.unpaired_faults.values())}"
                 f" drained={'yes' if self.drained else 'NO'}"
+                f" snapshots[expected={sn.expected} delivered={sn.delivered} failed={sn.failed}"
+                f" missing={sn.missing} evicted={sn.evicted} refused={sn.refused}"
+                f" cut_by_kill={sn.cut_by_kill} unexplained={sn.unexplained} extra={sn.extra}]"
+                f" escalations[alarms={es.alarms} {reasons} {steps}"
+                f" sms_at_modem={es.sms_at_modem} unescalated={len(es.unescalated)}"
+                f" excused_by_kill={es.excused_by_kill}"
+                f" sms_unconfirmed={len(es.sms_unconfirmed)}]"
                 f" alarm_latency_link_up(n={len(up)}) p50={_pct(up, 50)} p99={_pct(up, 99)}"
-                f" max={_pct(up, 100)} ms; all alarms(n={len(every)})"
-                f" p50={_pct(every, 50)} max={_pct(every, 100)} ms")
+                f" max={_pct(up, 100)} ms; during device faults(n={len(device)})"
+                f" p50={_pct(device, 50)} max={_pct(device, 100)} ms, camera_fail(n={len(camera)})"
+                f" max={_pct(camera, 100)} ms; all alarms(n={len(every)})"
+                f" p50={_pct(every, 50)} max={_pct(every, 100)} ms; worst by fault[{worst}] ms")
 
 
 def _pct(values: list[float], p: float) -> str:
@@ -140,18 +257,27 @@ def _pct(values: list[float], p: float) -> str:
     return f"{sorted(values)[k]:.0f}"
 
 
-def write_config(directory: Path, proxy_port: int, keepalive_s: int) -> Path:
-    """The gateway's config: GPIO simulator, broker through the proxy, fast reconnects."""
+def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
+                 modem_port: str | None = None, command_key: bytes | None = None) -> Path:
+    """The gateway's config: GPIO and Modbus simulators, simulated cameras linked to the
+    panic buttons, a small store budget, the broker through the proxy with fast reconnects,
+    and (with `modem_port` and `command_key`) platform commands and escalation by SMS."""
     lines = ["[gateway]", f'site = "{SITE}"', f'id = "{GATEWAY}"', 'state_dir = "state"',
              'runtime_dir = "run"', "", "[broker]", 'host = "127.0.0.1"',
              f"port = {proxy_port}", "plaintext = true", f"keepalive_s = {keepalive_s}",
              "reconnect_min_s = 0.1", "reconnect_max_s = 1.0", "connect_timeout_s = 3.0",
+             "", "[store]", f"max_bytes = {STORE_MAX_BYTES}", "keep_acked = 20",
              "", "[clock]", 'sync_source = "assume-synced"',
              "", "[gpio]", 'backend = "mock"', "debounce_ms = 0"]
+
+    def cameras_of(point: str) -> str:
+        linked = [cam for cam, points in CAMERAS if point in points]
+        return "cameras = [" + ", ".join(f'"{c}"' for c in linked) + "]"
+
     for point, kind, pin, contact in INPUTS:
         lines += ["", "[[inputs]]", f'id = "{point}"', f'name = "{point}"',
                   'location = "chaos"', f'kind = "{kind}"', f"gpio = {pin}",
-                  f'contact = "{contact}"', 'pull = "up"']
+                  f'contact = "{contact}"', 'pull = "up"', cameras_of(point)]
     # Modbus modules simulated inside the gateway (pymodbus over a socat pty pair):
     # a fault after 2 failed requests, probes every 0.2 s. The port is absolute: a
     # relative one is resolved through the simulator's pty link.
@@ -167,7 +293,27 @@ def write_config(directory: Path, proxy_port: int, keepalive_s: int) -> Path:
         lines += ["", "[[inputs]]", f'id = "{point}"', f'name = "{point}"',
                   'location = "chaos"', 'kind = "panic"',
                   f'modbus = {{ device = "{dev}", table = "di", address = {address} }}',
-                  f'contact = "{contact}"']
+                  f'contact = "{contact}"', cameras_of(point)]
+    # Small pictures, taken often: the pre-alarm ring polls every second, which is also
+    # how a failed camera is noticed (2 failures) and its recovery seen.
+    for cam, _points in CAMERAS:
+        lines += ["", "[[cameras]]", f'id = "{cam}"', f'name = "{cam}"', 'location = "chaos"',
+                  'driver = "sim"', 'username = "admin"', 'password = "sim-password"',
+                  "width = 320", "height = 180", f"shots = {CAMERA_SHOTS}",
+                  f"interval_s = {CAMERA_INTERVAL_S}", "pre_frames = 1", "pre_interval_s = 1",
+                  f"timeout_s = {CAMERA_TIMEOUT_S}", "probe_interval_s = 1", "fault_after = 2"]
+    if modem_port is not None and command_key is not None:
+        key_file = directory.resolve() / "command.key"
+        directory.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(command_key.hex() + "\n", encoding="ascii")
+        lines += ["", "[[outputs]]", 'id = "sounder"', 'name = "sounder"', 'location = "chaos"',
+                  "gpio = 24",
+                  "", "[commands]", f'key_file = "{key_file}"',
+                  "", "[escalation]", f"ack_timeout_s = {ACK_TIMEOUT_S}",
+                  f"uplink_down_s = {UPLINK_DOWN_S}", 'sounder = "sounder"', "sounder_s = 5",
+                  f'sms_to = ["{DUTY_NUMBER}"]',
+                  "", "[escalation.modem]", f'port = "{modem_port}"', "sms_timeout_s = 5",
+                  f"check_interval_s = {MODEM_CHECK_S}"]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -274,8 +420,9 @@ class ChaosRun:
     """One seeded run; :meth:`run` returns the counts.
 
     Args:
-        workdir: where the broker, the gateway's state and the logs go.
-        duration_s: how long faults and presses go on, in seconds.
+        workdir: where the broker, the gateway's state, the modem's pty and the logs go.
+        duration_s: how long faults and presses go on, in seconds (longer if the first
+            deck of faults is not through by then: every kind is injected at least once).
         seed: the random seed (faults, their lengths, presses).
         keepalive_s: the gateway's MQTT keepalive, in seconds.
         settle_s: how long after a fault ends the link does not yet count as up, in seconds.
@@ -293,8 +440,10 @@ class ChaosRun:
         self.rng = random.Random(seed)
         self.press_rng = random.Random(seed + 1)
         self.faults: dict[str, int] = {f: 0 for f in FAULTS}
-        self.windows: list[tuple[int, int]] = []
-        """(start, end) of each fault and its recovery, CLOCK_BOOTTIME ns."""
+        self.windows: list[tuple[int, int, str]] = []
+        """(start, end, fault) of each fault and its recovery, CLOCK_BOOTTIME ns."""
+        self.kills: list[int] = []
+        """When the gateway was SIGKILLed, CLOCK_BOOTTIME ns."""
         self.presses = 0
         self.refused = 0
         self._stop = threading.Event()
@@ -304,6 +453,9 @@ class ChaosRun:
             # them durable, and a SIGKILL a second after a PUBACK must not lose them.
             "autosave_on_changes true\nautosave_interval 1\n"))
         (workdir / "broker-db").mkdir(parents=True, exist_ok=True)
+        # The modem is outside the gateway, as a USB modem is: it outlives a SIGKILL.
+        self.modem = SimModem(workdir / "modem")
+        self.command_key = os.urandom(32)
         self.proxy: NetFault | None = None
         self.console: PlatformConsole | None = None
         self.gateway: Gateway | None = None
@@ -313,11 +465,17 @@ class ChaosRun:
     def run(self) -> ChaosResult:
         try:
             self.broker.start()
+            self.modem.start()
             self.proxy = NetFault(self.broker.host, self.broker.port).start()
+            # The platform acknowledges every alarm as soon as it arrives (接警确认): an
+            # alarm escalates only when the path kept it (or its ack) away too long.
             self.console = PlatformConsole(self.broker.host, self.broker.port,
-                                           client_id="alarmgw-chaos-platform")
+                                           client_id="alarmgw-chaos-platform",
+                                           command_key=self.command_key, auto_ack_s=0.0,
+                                           operator="chaos")
             self.console.start()
-            cfg = write_config(self.workdir / "gw", self.proxy.port, self.keepalive_s)
+            cfg = write_config(self.workdir / "gw", self.proxy.port, self.keepalive_s,
+                               modem_port=self.modem.port, command_key=self.command_key)
             self.gateway = Gateway(cfg)
             self.gateway.start()
             presser = threading.Thread(target=self._press_loop, name="chaos-presses")
@@ -335,6 +493,7 @@ class ChaosRun:
                 self.console.stop()
             if self.proxy is not None:
                 self.proxy.stop()
+            self.modem.stop()
             self.broker.stop()
 
     def _press_loop(self) -> None:
@@ -355,30 +514,39 @@ class ChaosRun:
             held ^= {point}
 
     def _fault_loop(self) -> None:
-        """One fault at a time from a shuffled deck, so each kind recurs every six faults."""
+        """One fault at a time from a shuffled deck, so each kind recurs every len(FAULTS)
+        faults; the first deck is always dealt to the end, so that every kind is injected."""
         assert self.proxy is not None and self.gateway is not None
         end = time.monotonic() + self.duration_s
         deck: list[str] = []
         while not self._stop.wait(self.rng.uniform(2.0, 6.0)):
-            if time.monotonic() >= end:
+            first_deck_done = all(self.faults.values())
+            if time.monotonic() >= end and first_deck_done:
                 return
             if not deck:
                 deck = list(FAULTS)
                 self.rng.shuffle(deck)
             fault = deck.pop()
-            length = min(self.rng.uniform(0.5, 3.0 * self.keepalive_s + 2),
-                         max(0.0, end - time.monotonic()))
+            length = self.rng.uniform(0.5, 3.0 * self.keepalive_s + 2)
+            modem_how: SimFault = "silent"
+            if fault == "modem_fail":
+                modem_how = self.rng.choice(MODEM_FAILURES)
+                # Long enough for the gateway's modem check to see it.
+                length = (self.rng.uniform(*MODEM_SILENT_S) if modem_how == "silent"
+                          else max(length, MODEM_CHECK_S + 2.0))
+            if first_deck_done:
+                length = min(length, max(0.0, end - time.monotonic()))
             start = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             log.info("chaos: %s for %.1f s", fault, length)
             self.faults[fault] += 1
-            self._inject(fault, length)
+            self._inject(fault, length, modem_how)
             stop = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             # A black-holed connection stays dead after the path heals until the gateway's
             # silence check (1.5 x keepalive) gives it up: the link is down until then.
             settle = self.settle_s + (1.5 * self.keepalive_s if fault == "blackhole" else 0.0)
-            self.windows.append((start, stop + int(settle * 1e9)))
+            self.windows.append((start, stop + int(settle * 1e9), fault))
 
-    def _inject(self, fault: str, length: float) -> None:
+    def _inject(self, fault: str, length: float, modem_how: SimFault = "silent") -> None:
         assert self.proxy is not None and self.gateway is not None
         assert self.console is not None
         if fault == "broker_kill":
@@ -401,12 +569,32 @@ class ChaosRun:
             self.proxy.latency(self.rng.uniform(200, 1500))
             self._stop.wait(length)
             self.proxy.pass_()
+        elif fault == "throttle":
+            # A slow mobile link: 2 to 20 kB/s (log-uniform) each way.
+            self.proxy.throttle(math.exp(self.rng.uniform(math.log(2000), math.log(20000))))
+            self._stop.wait(length)
+            self.proxy.pass_()
         elif fault == "modbus_silent":
             dev = self.rng.choice(MODBUS_DEVICES)[0]
             self._modbus_fault(dev, "silent")
             self._stop.wait(length)
             self._modbus_fault(dev, "ok")
+        elif fault == "camera_fail":
+            cam = self.rng.choice(CAMERAS)[0]
+            how = self.rng.choice(CAMERA_FAILURES)
+            slow_s = self.rng.uniform(1.5, 3.0) * CAMERA_TIMEOUT_S
+            if how == "slow":
+                self._camera(cam, latency_s=slow_s)
+            else:
+                self._camera(cam, mode=how)
+            self._stop.wait(length)
+            self._camera(cam, mode="ok", latency_s=0.0)
+        elif fault == "modem_fail":
+            self.modem.set_fault(modem_how)
+            self._stop.wait(length)
+            self.modem.set_fault("none")
         elif fault == "gateway_kill":
+            self.kills.append(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
             self.gateway.kill()
             # systemd restarts it (RestartSec is 5 s in production; shortened here).
             self._stop.wait(min(length, 1.0))
@@ -421,11 +609,51 @@ class ChaosRun:
         except (GatewayError, OSError) as exc:
             log.warning("chaos: cannot set module %s %s: %s", device, mode, exc)
 
+    def _camera(self, camera: str, *, mode: str | None = None,
+                latency_s: float | None = None) -> None:
+        """Make a simulated camera misbehave (or mend it); the cameras live in the gateway."""
+        assert self.gateway is not None
+        try:
+            self.gateway.control({"cmd": "sim-camera", "camera": camera, "mode": mode,
+                                  "latency_s": latency_s}, timeout=10.0)
+        except (GatewayError, OSError) as exc:
+            log.warning("chaos: cannot set camera %s mode=%s latency=%s: %s", camera, mode,
+                        latency_s, exc)
+
     # -- the count ----------------------------------------------------------
+
+    def _settle(self, timeout: float) -> bool:
+        """Wait until every device fault is cleared, every camera has taken the shots its
+        alarms asked for, and every escalation started has recorded its last step."""
+        assert self.gateway is not None and self.console is not None
+        console = self.console
+        quiet_until = time.monotonic() + ACK_TIMEOUT_S + 2.0  # the last alarms' timers
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                st = self.gateway.control({"cmd": "status"}, timeout=10.0)
+            except (GatewayError, OSError) as exc:
+                log.warning("chaos: status while settling: %s", exc)
+                time.sleep(0.5)
+                continue
+            escalated = {p["event_id"] for p in st["police"]["escalation"]["waiting_for_ack"]
+                         if p["escalated"]}
+            finished = {str(e.get("detail", {}).get("for_event"))
+                        for e in console.events_of("escalation")
+                        if e.get("detail", {}).get("step") in ("sms_sent", "sms_failed")}
+            if (not st["faults"] and not any(c["active_bursts"] for c in st["cameras"])
+                    and escalated <= finished and time.monotonic() >= quiet_until):
+                return True
+            # The gateway is another process: polling its control socket is the only view.
+            time.sleep(0.5)
+        log.warning("chaos: not settled within %.0f s", timeout)
+        return False
 
     def _finish(self) -> ChaosResult:
         assert self.gateway is not None and self.console is not None
         console = self.console
+        # A fault open at a SIGKILL is cleared 60 s after the restart at the latest.
+        self._settle(90.0)
         deadline = time.monotonic() + self.drain_timeout_s
         drained = False
         stats: dict[str, Any] = {}
@@ -446,10 +674,21 @@ class ChaosRun:
 
         console.wait_for(have_all, 30)
         events = console.ordered(gw)
+        listed = sum(int(s.get("pre", 0)) + int(s.get("post", 0))
+                     for e in events for s in e.get("snapshots") or [])
+        # Drained means the broker has every picture; the console gets them a moment later.
+        console.wait_for(lambda c: len(c.snapshots) + len(c.snapshot_failures) >= listed, 5)
         offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
         first: dict[str, float] = {}
+        acked: set[str] = set()
         with console._cond:
             raws = list(console.raw)
+            snaps = [(s.event_id, s.camera, s.phase, s.shot) for s in console.snapshots]
+            fails = [(str(f.get("event_id")), str(f.get("camera")), str(f.get("phase")),
+                      int(f.get("shot", 0))) for f in console.snapshot_failures]
+            for res in console.results.values():
+                if res.get("op") == "ack" and res.get("ok"):
+                    acked.add(str(res.get("result", {}).get("event_id")))
         for r in raws:
             if r.topic.endswith("/event"):
                 try:
@@ -458,6 +697,16 @@ class ChaosRun:
                     continue
                 first.setdefault(eid, r.arrived_mono * 1e9 + offset)
         result = tally(committed, events, first, self.windows)
+        log_text = self.gateway.log_path.read_text(encoding="utf-8", errors="replace")
+        evicted = sum(int(n) for n in _EVICTED.findall(log_text))
+        refused = len(_REFUSED.findall(log_text))
+        shots_s = (CAMERA_SHOTS - 1) * CAMERA_INTERVAL_S + CAMERA_TIMEOUT_S + 1.0
+        result.snapshots = tally_snapshots(events, snaps, fails, evicted=evicted,
+                                           refused=refused, kills=self.kills,
+                                           cut_window_ns=int(shots_s * 1e9))
+        result.escalation = tally_escalations(
+            events, first, acked, kills=self.kills,
+            sms_texts=[m.text for m in self.modem.messages], ack_timeout_s=ACK_TIMEOUT_S)
         result.seed, result.duration_s = self.seed, self.duration_s
         result.faults, result.presses, result.refused = dict(self.faults), self.presses, \
             self.refused
@@ -465,15 +714,25 @@ class ChaosRun:
         return result
 
 
+#: The store's log line for an eviction under the byte budget (gateway/store.py).
+_EVICTED = re.compile(r"store budget of \d+ bytes reached: evicted (\d+) waiting bulk rows")
+#: The snapshot lane's log line for a picture the store would not take (gateway/snapshots.py).
+_REFUSED = re.compile(r"camera \S+: cannot store ")
+#: The alarm's seq in an escalation SMS (gateway/escalation.py, sms_text).
+_SMS_SEQ = re.compile(r"\bseq (\d+)\b")
+
+
 def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[str, float],
-          windows: list[tuple[int, int]]) -> ChaosResult:
+          windows: list[tuple[int, int]] | list[tuple[int, int, str]]) -> ChaosResult:
     """Count what the platform received against what the store committed.
 
     Args:
         committed: events the store committed (its next_seq - 1).
         events: the unique events the platform received (one gateway).
         first_arrival_ns: event id -> first arrival, CLOCK_BOOTTIME ns.
-        windows: (start, end) of each fault and its recovery, CLOCK_BOOTTIME ns.
+        windows: (start, end) or (start, end, fault) of each fault and its recovery,
+            CLOCK_BOOTTIME ns; an alarm committed in one counts as "link up" only when
+            the fault is a device's (DEVICE_FAULTS), not the path's.
     """
     want = set(range(1, committed + 1))
     by_seq: dict[int, set[str]] = {}
@@ -488,22 +747,123 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
         if e.get("type") in ("fault", "fault_cleared"):
             dev = str(e.get("point", {}).get("id"))
             balance[dev] = balance.get(dev, 0) + (1 if e["type"] == "fault" else -1)
+    spans = [(w[0], w[1], str(w[2]) if len(w) > 2 else "fault")
+             for w in windows]
     up: list[float] = []
     every: list[float] = []
+    by_fault: dict[str, list[float]] = {}
     for e in events:
         if e.get("type") != "alarm" or e["id"] not in first_arrival_ns:
             continue
         t = int(e["mono_ns"])
         ms = (first_arrival_ns[e["id"]] - t) / 1e6
         every.append(ms)
-        if not any(s <= t <= end for s, end in windows):
+        during = {kind for s, end, kind in spans if s <= t <= end}
+        for kind in during:
+            by_fault.setdefault(kind, []).append(ms)
+        if during <= DEVICE_FAULTS:
             up.append(ms)
     return ChaosResult(seed=0, duration_s=0.0, faults={}, presses=0, refused=0,
                        committed=committed, delivered=len(events), lost=lost,
                        seq_twice=seq_twice, gaps=gaps, redelivered=0,
                        alarm_latency_up_ms=up, alarm_latency_all_ms=every,
+                       alarm_latency_fault_ms=by_fault,
                        device_faults=sum(1 for e in events if e.get("type") == "fault"),
                        unpaired_faults={d: n for d, n in balance.items() if n})
+
+
+Shot = tuple[str, str, str, int]
+"""(event id, camera, phase, shot): one listed picture."""
+
+
+def tally_snapshots(events: list[dict[str, Any]], snapshots: list[Shot], failures: list[Shot],
+                    *, evicted: int, refused: int, kills: list[int],
+                    cut_window_ns: int) -> SnapshotTally:
+    """Count the pictures the events listed against the JPEGs and `snapshot_failed` records
+    the platform received.
+
+    Args:
+        events: the unique events the platform received (one gateway).
+        snapshots, failures: the unique pictures and failure records received.
+        evicted, refused: bulk rows the store evicted or refused (from the gateway's log).
+        kills: when the gateway was SIGKILLed, CLOCK_BOOTTIME ns.
+        cut_window_ns: how long after its event's commit a listed picture may still be only
+            in memory (its shot not yet taken), in ns.
+    """
+    pictures, records = set(snapshots), set(failures)
+    received = pictures | records
+    listed_all: set[Shot] = set()
+    t = SnapshotTally(evicted=evicted, refused=refused)
+    for e in events:
+        listed: set[Shot] = set()
+        for s in e.get("snapshots") or []:
+            cam = str(s["camera"])
+            listed |= {(str(e["id"]), cam, "pre", i) for i in range(1, int(s["pre"]) + 1)}
+            listed |= {(str(e["id"]), cam, "post", i) for i in range(1, int(s["post"]) + 1)}
+        if not listed:
+            continue
+        listed_all |= listed
+        t.expected += len(listed)
+        t.delivered += len(listed & pictures)
+        t.failed += len(listed & records - pictures)
+        missing = len(listed - received)
+        t.missing += missing
+        mono = int(e["mono_ns"])
+        if missing and any(mono <= k <= mono + cut_window_ns for k in kills):
+            t.cut_by_kill += missing
+    t.extra = len(received - listed_all)
+    return t
+
+
+def tally_escalations(events: list[dict[str, Any]], first_arrival_ns: dict[str, float],
+                      acked: set[str], *, kills: list[int], sms_texts: list[str],
+                      ack_timeout_s: float) -> EscalationTally:
+    """Count the escalations, and check the ones the rules demand.
+
+    An alarm must escalate when no acknowledgement can have reached the gateway within
+    `ack_timeout_s` of its commit: it reached the platform later than that (the platform
+    acknowledges on arrival), or no acknowledgement for it ever succeeded. A SIGKILL of its
+    gateway within `ack_timeout_s` + 30 s of the commit excuses it (what waits is in memory).
+
+    Args:
+        events: the unique events the platform received (one gateway).
+        first_arrival_ns: event id -> first arrival, CLOCK_BOOTTIME ns.
+        acked: ids of the alarms whose `ack` command the gateway answered ok.
+        kills: when the gateway was SIGKILLed, CLOCK_BOOTTIME ns.
+        sms_texts: the whole messages the modem accepted.
+        ack_timeout_s: the gateway's escalation.ack_timeout_s, in seconds.
+    """
+    t = EscalationTally(sms_at_modem=len(sms_texts))
+    reason_of: dict[str, str] = {}
+    sms_sent: set[int] = set()
+    for e in events:
+        if e.get("type") != "escalation":
+            continue
+        d = e.get("detail", {})
+        step = str(d.get("step"))
+        t.steps[step] = t.steps.get(step, 0) + 1
+        reason_of.setdefault(str(d.get("for_event")), str(d.get("reason")))
+        if step == "sms_sent":
+            sms_sent.add(int(d.get("for_seq", -1)))
+    t.alarms = len(reason_of)
+    for reason in reason_of.values():
+        t.reasons[reason] = t.reasons.get(reason, 0) + 1
+    texted = {int(m) for text in sms_texts for m in _SMS_SEQ.findall(text)}
+    t.sms_unconfirmed = sorted(sms_sent - texted)
+    grace_ns = int((ack_timeout_s + 30.0) * 1e9)
+    for e in events:
+        if e.get("type") != "alarm":
+            continue
+        eid, mono = str(e["id"]), int(e["mono_ns"])
+        arrival = first_arrival_ns.get(eid)
+        late = arrival is None or arrival - mono > ack_timeout_s * 1e9
+        if not (late or eid not in acked) or eid in reason_of:
+            continue
+        if any(mono <= k <= mono + grace_ns for k in kills):
+            t.excused_by_kill += 1
+        else:
+            t.unescalated.append(int(e["seq"]))
+    return t
 
 
 def main(argv: list[str] | None = None) -> int:

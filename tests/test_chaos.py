@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from hw_sim.chaos import FAULTS, ChaosRun, tally
+from hw_sim.chaos import FAULTS, ChaosRun, tally, tally_escalations, tally_snapshots
 
-#: Seconds of faults in CI: long enough for every kind of fault at least once.
-CI_DURATION_S = 90.0
+#: Seconds of faults in CI (the run deals every kind of fault at least once regardless).
+CI_DURATION_S = 100.0
 CI_SEED = 7
+S = 1_000_000_000
 
 
 @pytest.mark.slow
@@ -30,6 +31,18 @@ def test_chaos_run_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert result.gaps == []
     assert result.delivered == result.committed
     assert result.unpaired_faults == {}
+    # Alarms brought pictures through the whole pipeline; outages filled the store's budget
+    # and the oldest pictures gave way; every missing one is accounted for.
+    sn = result.snapshots
+    assert sn.delivered >= 50 and sn.evicted >= 1
+    assert sn.unexplained == 0 and sn.extra == 0
+    assert sn.delivered + sn.failed + sn.missing == sn.expected
+    # Alarms kept from the platform escalated (sounder and SMS); none that had to was missed.
+    es = result.escalation
+    assert es.reasons.get("uplink_down", 0) >= 1
+    assert es.steps.get("sounder_on", 0) == es.alarms
+    assert es.sms_at_modem >= 1
+    assert es.unescalated == [] and es.sms_unconfirmed == []
     assert result.ok
 
 
@@ -50,6 +63,77 @@ def test_the_tally_catches_a_lost_press_a_seq_twice_and_a_gap() -> None:
     # Alarm latency: both alarms in "all", only the one outside the fault window in "up".
     assert result.alarm_latency_all_ms == [5.0, 500.0]
     assert result.alarm_latency_up_ms == [5.0]
+
+
+def test_an_alarm_during_a_device_fault_counts_as_link_up() -> None:
+    events = [_event(1, "a", mono_ns=1 * S), _event(2, "b", mono_ns=5 * S)]
+    first = {"a": 1 * S + 4e6, "b": 5 * S + 900e6}
+    result = tally(2, events, first, windows=[(0, 2 * S, "camera_fail"),
+                                              (4 * S, 6 * S, "throttle")])
+    assert result.alarm_latency_up_ms == [4.0]
+    assert result.alarm_latency_fault_ms == {"camera_fail": [4.0], "throttle": [900.0]}
+    assert "camera_fail(n=1) max=4 ms" in result.summary()
+
+
+def _alarm(seq: int, eid: str, mono_ns: int, cams: dict[str, tuple[int, int]] | None = None
+           ) -> dict[str, object]:
+    snaps = [{"camera": c, "pre": pre, "post": post} for c, (pre, post) in (cams or {}).items()]
+    return {**_event(seq, eid, mono_ns=mono_ns), "snapshots": snaps}
+
+
+def test_the_snapshot_tally_accounts_for_every_listed_picture() -> None:
+    events = [_alarm(1, "a", 10 * S, {"cam": (1, 2)}), _alarm(2, "b", 20 * S, {"cam": (0, 2)}),
+              _event(3, "c", "restore")]
+    got = [("a", "cam", "pre", 1), ("a", "cam", "post", 1), ("b", "cam", "post", 1)]
+    failed = [("a", "cam", "post", 2)]
+    # One of b's pictures is missing: lost, unless the store evicted one or a kill cut it.
+    lost = tally_snapshots(events, got, failed, evicted=0, refused=0, kills=[],
+                           cut_window_ns=2 * S)
+    assert (lost.expected, lost.delivered, lost.failed, lost.missing) == (5, 3, 1, 1)
+    assert lost.unexplained == 1
+    assert tally_snapshots(events, got, failed, evicted=1, refused=0, kills=[],
+                           cut_window_ns=2 * S).unexplained == 0
+    cut = tally_snapshots(events, got, failed, evicted=0, refused=0, kills=[21 * S],
+                          cut_window_ns=2 * S)
+    assert cut.cut_by_kill == 1 and cut.unexplained == 0
+    # A kill long after the event's shots excuses nothing; a picture nobody listed is extra.
+    late = tally_snapshots(events, [*got, ("b", "cam", "post", 3)], failed, evicted=0,
+                           refused=0, kills=[30 * S], cut_window_ns=2 * S)
+    assert late.unexplained == 1 and late.extra == 1
+
+
+def _escalation(seq: int, alarm: dict[str, object], step: str, reason: str = "no_ack"
+                ) -> dict[str, object]:
+    return {**_event(seq, f"e{seq}", "escalation"),
+            "detail": {"step": step, "reason": reason, "for_event": alarm["id"],
+                       "for_seq": alarm["seq"]}}
+
+
+def test_the_escalation_tally_finds_an_alarm_that_had_to_escalate_and_did_not() -> None:
+    on_time = _event(1, "a", mono_ns=10 * S)     # arrived in 5 ms and acknowledged
+    late = _event(2, "b", mono_ns=20 * S)        # arrived 9 s late: no ack could be in time
+    unacked = _event(3, "c", mono_ns=40 * S)     # arrived at once, its ack never succeeded
+    events = [on_time, late, unacked]
+    first = {"a": 10 * S + 5e6, "b": 29 * S, "c": 40 * S + 5e6}
+    acked = {"a", "b"}
+    missed = tally_escalations(events, first, acked, kills=[], sms_texts=[], ack_timeout_s=8.0)
+    assert missed.unescalated == [2, 3] and missed.alarms == 0
+    # A SIGKILL within ack_timeout_s + 30 s of c's commit excuses c (its timer was in memory).
+    excused = tally_escalations(events, first, acked, kills=[60 * S], sms_texts=[],
+                                ack_timeout_s=8.0)
+    assert excused.unescalated == [2] and excused.excused_by_kill == 1
+    escalated = [*events, _escalation(4, late, "sounder_on", "uplink_down"),
+                 _escalation(5, late, "sms_sent", "uplink_down"),
+                 _escalation(6, unacked, "sounder_on"), _escalation(7, unacked, "sms_failed")]
+    done = tally_escalations(escalated, first, acked, kills=[],
+                             sms_texts=["ALARM b at s/g 12:00:00, seq 2: uplink down."],
+                             ack_timeout_s=8.0)
+    assert done.unescalated == [] and done.sms_unconfirmed == []
+    assert done.alarms == 2 and done.reasons == {"uplink_down": 1, "no_ack": 1}
+    assert done.steps == {"sounder_on": 2, "sms_sent": 1, "sms_failed": 1}
+    # An sms_sent the modem never saw is a false record.
+    assert tally_escalations(escalated, first, acked, kills=[], sms_texts=[],
+                             ack_timeout_s=8.0).sms_unconfirmed == [2]
 
 
 def test_a_complete_record_passes() -> None:

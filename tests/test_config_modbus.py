@@ -252,6 +252,18 @@ def test_a_link_from_a_plain_input_is_refused(tmp_path: Any) -> None:
     refused(write(tmp_path, d), "links[0].inputs", "plain input", "raises no event")
 
 
+
+def test_a_modbus_input_links_cameras_and_only_configured_ones(tmp_path: Any) -> None:
+    d = doc()
+    assert "modbus" in d["inputs"][2]
+    d["cameras"] = [{"id": "hall-cam", "driver": "sim"}]
+    d["inputs"][2]["cameras"] = ["hall-cam"]
+    cfg = load_config(write(tmp_path, d))
+    (point,) = [p for p in cfg.modbus.points if p.id == d["inputs"][2]["id"]]
+    assert point.cameras == ("hall-cam",)
+    d["inputs"][2]["cameras"] = ["attic-cam"]
+    refused(write(tmp_path, d), "inputs[2].cameras", "'attic-cam' is not a configured camera")
+
 def test_a_gpio_input_without_gpio_says_both_ways(tmp_path: Any) -> None:
     d = base()
     del d["inputs"][0]["gpio"]

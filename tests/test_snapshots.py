@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 from fakebroker import FakeBroker, Publish
 from gw import DEFAULT_INPUTS, InProcessGateway, write_config
+from modbus_cfg import device, modbus_input, rtu_bus, write_modbus_config
 from PIL import Image
 
 from gateway.clock import mono_ns
@@ -159,6 +160,31 @@ def test_a_restore_and_an_unlinked_input_take_no_pictures(
     assert all(e["snapshots"] == [] for e in console.events)
     assert lane(gw).status()[0]["bursts"] == lane(gw).status()[1]["bursts"] == 0
 
+
+
+def test_a_modbus_buttons_linked_camera_takes_pictures_too(tmp_path: Path,
+                                                           broker: Mosquitto) -> None:
+    cfg = write_modbus_config(
+        tmp_path / "gw", broker_port=broker.port, buses=[rtu_bus()],
+        devices=[device("io3", 3)],
+        inputs=[modbus_input("hall-panic", "io3", 2, cameras=["gate-cam"]),
+                modbus_input("stair-panic", "io3", 3)],
+        cameras=[camera("gate-cam", shots=2)])
+    with PlatformConsole(broker.host, broker.port, persistent=False) as console, \
+            InProcessGateway(cfg) as gw:
+        sim_modbus = gw.service.modbus_sim
+        assert sim_modbus is not None
+        sim_modbus.press("stair-panic")  # linked to no camera
+        sim_modbus.press("hall-panic")
+        assert console.wait_for(lambda c: len(c.snapshots) == 2, WAIT), \
+            f"{len(console.snapshots)} snapshots, failures {console.snapshot_failures}"
+    (alarm,) = console.events_of("alarm", "hall-panic")
+    assert alarm["snapshots"] == [{"camera": "gate-cam", "name": "gate-cam camera", "pre": 0,
+                                   "post": 2}]
+    assert sorted((s.phase, s.shot) for s in console.snapshots_of(alarm["id"])) == [
+        ("post", 1), ("post", 2)]
+    (plain,) = console.events_of("alarm", "stair-panic")
+    assert plain["snapshots"] == []
 
 # -- a bad camera never delays the alarm, and never the other cameras ------------------------
 
