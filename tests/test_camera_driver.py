@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from rawcam import Answer, RawCamera
 
 from gateway.config import CameraSettings
 from gateway.drivers.camera import (
@@ -277,3 +278,25 @@ def test_challenges_are_parsed_per_header() -> None:
                               'Basic realm="cam"', "Negotiate xyz"])
     assert [(c.scheme, c.params.get("nonce")) for c in found] == [("digest", "abc"),
                                                                   ("basic", None)]
+
+
+@pytest.mark.parametrize("value", ['Digest realm=, nonce="abc"', "Digest realm=", 'Digest ="x"',
+                                   'Digest nonce="abc", =, x, realm="', "Digest ,,,"])
+def test_a_malformed_challenge_keeps_its_good_fields_and_never_raises(value: str) -> None:
+    (chal,) = parse_challenges([value])
+    assert chal.scheme == "digest"
+    if "abc" in value:
+        assert chal.params["nonce"] == "abc"
+    assert "" not in chal.params
+
+
+def test_an_empty_digest_field_is_a_login_error_not_a_crash() -> None:
+    """`realm=` with nothing after it made urllib's parser raise IndexError out of capture()."""
+    with RawCamera([Answer((b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=,"
+                            b' nonce="n1", qop="auth"\r\nContent-Length: 0\r\n\r\n',))]) as server:
+        err = capture_error(HttpCamera(settings(server.url)))
+    assert err.reason == "unauthorized"
+    assert "refused user 'admin'" in err.message
+    # The good fields of the challenge were used to answer it.
+    assert b'nonce="n1"' in server.requests[1]
+    assert b'realm=""' in server.requests[1]

@@ -41,7 +41,7 @@ from base64 import b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-from urllib.request import parse_http_list, parse_keqv_list
+from urllib.request import parse_http_list
 
 from gateway import __version__
 from gateway.clock import mono_ns
@@ -211,19 +211,34 @@ def digest_authorization(username: str, password: str, *, method: str, uri: str,
     return "Digest " + ", ".join(fields)
 
 
+def _challenge_params(text: str) -> dict[str, str]:
+    """`realm="x", nonce=y, ...` -> {"realm": "x", "nonce": "y"}; a malformed item (no `=`,
+    no name) is skipped, so one bad field does not lose the others. (urllib's
+    parse_keqv_list raises IndexError on an empty value such as `realm=`.)"""
+    params: dict[str, str] = {}
+    for item in parse_http_list(text):
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep or not key:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        params[key] = value
+    return params
+
+
 def parse_challenges(values: list[str]) -> list[_Challenge]:
-    """WWW-Authenticate header values -> challenges (one per header; Digest and Basic)."""
+    """WWW-Authenticate header values -> challenges (one per header; Digest and Basic).
+
+    Whatever the camera sent, this returns (a camera's header is untrusted input)."""
     found: list[_Challenge] = []
     for value in values:
         scheme, _, rest = value.strip().partition(" ")
         scheme = scheme.lower()
         if scheme not in ("digest", "basic"):
             continue
-        try:
-            params = parse_keqv_list(parse_http_list(rest)) if rest.strip() else {}
-        except ValueError:
-            params = {}
-        found.append(_Challenge(scheme, {k.lower(): v for k, v in params.items()}))
+        found.append(_Challenge(scheme, _challenge_params(rest)))
     return found
 
 
