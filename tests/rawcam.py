@@ -11,18 +11,22 @@ and writes one `Answer`: its parts, one send each, then it ends the way the answ
     flood    then sends `tail` again and again at full speed until the client goes
 
 Connection N gets `answers[N]` (the last one again once they run out), so a test can script
-a 401 challenge and then the picture. Every connection ends when the client hangs up or
-`stop()` is called; `stop()` joins every thread and closes every socket.
+a 401 challenge and then the picture. With `tls` it speaks HTTPS. Every connection ends when
+the client hangs up or `stop()` is called; `stop()` joins every thread and closes every
+socket.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from gateway.drivers.camera import Camera, Picture
 
 End = Literal["close", "reset", "stall", "trickle", "flood"]
 ENDS: tuple[End, ...] = ("close", "reset", "stall", "trickle", "flood")
@@ -58,6 +62,8 @@ class RawCamera:
     """The request heads received, in order."""
     sent: int = 0
     """Bytes written to clients in total."""
+    tls: ssl.SSLContext | None = None
+    """Speak TLS with this server context (an HTTPS camera)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -70,7 +76,8 @@ class RawCamera:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/snapshot.jpg"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/snapshot.jpg"
 
     def __enter__(self) -> RawCamera:
         self._accepter.start()
@@ -119,6 +126,12 @@ class RawCamera:
     def _serve(self, conn: socket.socket, answer: Answer) -> None:
         try:
             conn.settimeout(10.0)  # a client that neither sends nor goes: give up
+            if self.tls is not None:
+                with self._lock:
+                    self._conns.discard(conn)
+                conn = self.tls.wrap_socket(conn, server_side=True)
+                with self._lock:
+                    self._conns.add(conn)
             self._read_request(conn)
             for part in answer.parts:
                 self._send(conn, part)
@@ -168,3 +181,30 @@ class RawCamera:
         while time.monotonic() < deadline:
             if not conn.recv(4096):
                 return
+
+
+def capture_within(cam: Camera, server: RawCamera, grace: float = 2.0) -> Picture | BaseException:
+    """cam.capture() in a thread: its picture or what it raised. Asserts that it returned
+    within the camera's timeout_s plus `grace` seconds (a hang, not a speed); on a hang it
+    stops the server so that the thread ends before the assertion fails."""
+    out: list[Picture | BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(cam.capture())
+        except BaseException as exc:  # whatever escapes is the finding
+            out.append(exc)
+
+    t = threading.Thread(target=run, name="capture-within")
+    started = time.monotonic()
+    t.start()
+    t.join(cam.settings.timeout_s + grace)
+    hung = t.is_alive()
+    if hung:
+        server.stop()
+        cam.close()
+        t.join()
+    elapsed = time.monotonic() - started
+    assert not hung, (f"capture() ran {elapsed:.1f} s with timeout_s {cam.settings.timeout_s}"
+                      f" and only ended when the camera stopped: {out}")
+    return out[0]
