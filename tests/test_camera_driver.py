@@ -7,6 +7,7 @@ platform reads and whose message a technician reads; nothing is ever read whole 
 from __future__ import annotations
 
 import io
+import ssl
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from pki import Pki
+from rawcam import Answer, RawCamera, capture_within
 
 from gateway.config import CameraSettings
 from gateway.drivers.camera import (
@@ -277,3 +280,69 @@ def test_challenges_are_parsed_per_header() -> None:
                               'Basic realm="cam"', "Negotiate xyz"])
     assert [(c.scheme, c.params.get("nonce")) for c in found] == [("digest", "abc"),
                                                                   ("basic", None)]
+
+
+@pytest.mark.parametrize("value", ['Digest realm=, nonce="abc"', "Digest realm=", 'Digest ="x"',
+                                   'Digest nonce="abc", =, x, realm="', "Digest ,,,"])
+def test_a_malformed_challenge_keeps_its_good_fields_and_never_raises(value: str) -> None:
+    (chal,) = parse_challenges([value])
+    assert chal.scheme == "digest"
+    if "abc" in value:
+        assert chal.params["nonce"] == "abc"
+    assert "" not in chal.params
+
+
+def test_an_empty_digest_field_is_a_login_error_not_a_crash() -> None:
+    """`realm=` with nothing after it made urllib's parser raise IndexError out of capture()."""
+    with RawCamera([Answer((b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=,"
+                            b' nonce="n1", qop="auth"\r\nContent-Length: 0\r\n\r\n',))]) as server:
+        err = capture_error(HttpCamera(settings(server.url)))
+    assert err.reason == "unauthorized"
+    assert "refused user 'admin'" in err.message
+    # The good fields of the challenge were used to answer it.
+    assert b'nonce="n1"' in server.requests[1]
+    assert b'realm=""' in server.requests[1]
+
+
+# -- the timeout holds for the whole answer, not for each read ------------------------------
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+ENDLESS_HEADS = {
+    # Each read gets a byte well within the timeout: a timeout per read never fires.
+    "status-line-trickle": Answer((b"HTTP/1.1 200 O",), "trickle", b"K"),
+    "header-trickle": Answer((OK_HEAD + b"X-Slow: ",), "trickle", b"z"),
+    "100-continue-without-end": Answer((), "flood", b"HTTP/1.1 100 Continue\r\n\r\n" * 20),
+    "chunk-trailer-without-end": Answer((OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
+                                         b"4\r\n\xff\xd8\xff\xd9\r\n0\r\n",), "flood",
+                                        b"X-Trailer: t\r\n" * 50),
+    "chunk-size-trickle": Answer((OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n",), "trickle",
+                                 b"0"),
+}
+
+
+@pytest.mark.parametrize("name", list(ENDLESS_HEADS))
+def test_a_camera_that_keeps_talking_without_a_picture_times_out_on_time(name: str) -> None:
+    with RawCamera([ENDLESS_HEADS[name]]) as server:
+        cam = HttpCamera(settings(server.url, timeout_s=0.5))
+        outcome = capture_within(cam, server)
+    assert isinstance(outcome, CameraError), outcome
+    assert outcome.reason == "timeout"
+    assert "within 0.5 s" in outcome.message
+
+
+def test_an_https_camera_that_trickles_its_headers_times_out_on_time(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_cert))  # trust the test CA
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pki.server_cert, pki.server_key)
+    with RawCamera([ENDLESS_HEADS["header-trickle"]], tls=tls) as server:
+        cam = HttpCamera(settings(server.url, timeout_s=0.5))
+        outcome = capture_within(cam, server)
+    assert isinstance(outcome, CameraError), outcome
+    assert outcome.reason == "timeout"
+    # And a well-behaved HTTPS camera still gives its picture through the same socket class.
+    jpeg = render_jpeg("tls", 64, 48, 1)
+    answer = Answer((OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(jpeg) + jpeg,))
+    with RawCamera([answer], tls=tls) as server:
+        pic = HttpCamera(settings(server.url, username=None, password=None)).capture()
+    assert (pic.width, pic.height) == (64, 48)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import math
 import os
 import socket
 import ssl
@@ -41,7 +42,7 @@ from base64 import b64encode
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-from urllib.request import parse_http_list, parse_keqv_list
+from urllib.request import parse_http_list
 
 from gateway import __version__
 from gateway.clock import mono_ns
@@ -55,6 +56,8 @@ from gateway.errors import (
 )
 
 if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
     from gateway.config import CameraSettings
 
 log = logging.getLogger(__name__)
@@ -211,19 +214,34 @@ def digest_authorization(username: str, password: str, *, method: str, uri: str,
     return "Digest " + ", ".join(fields)
 
 
+def _challenge_params(text: str) -> dict[str, str]:
+    """`realm="x", nonce=y, ...` -> {"realm": "x", "nonce": "y"}; a malformed item (no `=`,
+    no name) is skipped, so one bad field does not lose the others. (urllib's
+    parse_keqv_list raises IndexError on an empty value such as `realm=`.)"""
+    params: dict[str, str] = {}
+    for item in parse_http_list(text):
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep or not key:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        params[key] = value
+    return params
+
+
 def parse_challenges(values: list[str]) -> list[_Challenge]:
-    """WWW-Authenticate header values -> challenges (one per header; Digest and Basic)."""
+    """WWW-Authenticate header values -> challenges (one per header; Digest and Basic).
+
+    Whatever the camera sent, this returns (a camera's header is untrusted input)."""
     found: list[_Challenge] = []
     for value in values:
         scheme, _, rest = value.strip().partition(" ")
         scheme = scheme.lower()
         if scheme not in ("digest", "basic"):
             continue
-        try:
-            params = parse_keqv_list(parse_http_list(rest)) if rest.strip() else {}
-        except ValueError:
-            params = {}
-        found.append(_Challenge(scheme, {k.lower(): v for k, v in params.items()}))
+        found.append(_Challenge(scheme, _challenge_params(rest)))
     return found
 
 
@@ -242,6 +260,8 @@ class HttpCamera(Camera):
         self._port = parts.port or (443 if self._tls else 80)
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._ssl = ssl.create_default_context() if self._tls else None
+        if self._ssl is not None:
+            self._ssl.sslsocket_class = _DeadlineSSLSocket
         self._lock = threading.Lock()
         self._challenge: _Challenge | None = None
         self._socks: set[socket.socket] = set()
@@ -401,6 +421,11 @@ class HttpCamera(Camera):
                                              " must be valid for its host name") from exc
             sock = conn.sock
             assert sock is not None
+            if not isinstance(sock, _DeadlineSSLSocket):
+                sock = _DeadlineSocket(fileno=sock.detach())
+                sock.settimeout(self._remaining(deadline))
+                conn.sock = sock
+            sock.deadline = deadline
             with self._lock:
                 if self._closed:
                     raise CameraError(self.id, "capture aborted: the gateway is stopping",
@@ -512,6 +537,44 @@ class HttpCamera(Camera):
             resp.read1(_PEEK)
         except (OSError, http.client.HTTPException):
             pass
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose every read ends by one deadline (`time.monotonic()`), not by a
+    timeout per read.
+
+    http.client reads the status line, the headers, chunk sizes and chunk trailers in
+    many small reads, each of which waits up to the socket's timeout afresh: a camera
+    that sends a byte every now and then, or headers, trailers or `100 Continue` lines
+    without end, would hold a capture for as long as it liked. Every read here first
+    lowers the timeout to what is left of the capture's time, and raises TimeoutError
+    once nothing is."""
+
+    deadline = math.inf
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        _to_deadline(self)
+        return super().recv_into(buffer, nbytes, flags)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """`_DeadlineSocket` for HTTPS cameras (the SSL context creates it)."""
+
+    deadline = math.inf
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None,
+                  flags: int = 0) -> int:
+        _to_deadline(self)
+        return super().recv_into(buffer, nbytes, flags)
+
+
+def _to_deadline(sock: _DeadlineSocket | _DeadlineSSLSocket) -> None:
+    left = sock.deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    timeout = sock.gettimeout()
+    if timeout is None or timeout > left:
+        sock.settimeout(left)
 
 
 def _basic(username: str, password: str) -> str:
