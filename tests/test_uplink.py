@@ -9,6 +9,12 @@ import pytest
 from fakebroker import FakeBroker, Publish
 from gw import InProcessGateway, write_config
 
+from gateway.uplink.mqtt import (
+    BULK_AHEAD_S,
+    BULK_BYTES_IN_FLIGHT,
+    BULK_BYTES_UNMEASURED,
+    LinkRate,
+)
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
@@ -153,3 +159,32 @@ def test_a_half_open_link_is_noticed_without_any_message_in_flight(
     silences = [r.getMessage() for r in caplog.records if "silent for" in r.getMessage()]
     # Noticed by the gateway's own 1.5 x keepalive check, not paho's 2 x keepalive.
     assert silences and "keepalive 2 s" in silences[0]
+
+
+def test_the_link_rate_bounds_the_pictures_in_flight_in_time() -> None:
+    """Pictures in flight are what the link carries in BULK_AHEAD_S: an alarm published
+    behind them waits that long at most, on a LAN or on a 20 kB/s mobile link."""
+    rate = LinkRate()
+    assert rate.bytes_per_s() is None and rate.bulk_cap() == BULK_BYTES_UNMEASURED
+    # A slow link: ten 10 kB pictures published at once, acknowledged one every 0.5 s.
+    for i in range(1, 11):
+        rate.acked(100.0 + 0.5 * i, [(10_000, 100.0)])
+    assert rate.bytes_per_s() == pytest.approx(20_000)
+    assert rate.bulk_cap() == int(20_000 * BULK_AHEAD_S)
+    # A fast link: the cap is the byte bound, whatever the rate.
+    fast = LinkRate()
+    for i in range(1, 11):
+        fast.acked(200.0 + 0.001 * i, [(50_000, 200.0)])
+    assert fast.bulk_cap() == BULK_BYTES_IN_FLIGHT
+    # The link gets faster: within a few batches the estimate follows.
+    for i in range(1, 11):
+        rate.acked(110.0 + 0.01 * i, [(10_000, 110.0)])
+    assert rate.bytes_per_s() is not None and rate.bytes_per_s() > 200_000
+    # A lone row counts its round trip too (errs on the slow side); a new connection
+    # does not measure from the old one's last PUBACK.
+    lone = LinkRate()
+    lone.acked(10.0, [(1_000, 8.0)])
+    assert lone.bytes_per_s() == pytest.approx(500)
+    lone.new_connection()
+    lone.acked(60.0, [(1_000, 59.0)])
+    assert lone.bytes_per_s() == pytest.approx((0.7 * 1_000 + 1_000) / (0.7 * 2.0 + 1.0))

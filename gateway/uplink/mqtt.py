@@ -48,6 +48,55 @@ log = logging.getLogger(__name__)
 #: row: an alarm published meanwhile waits behind at most this much (plus one picture)
 #: on the wire, about half a second on a 2 Mbit/s mobile uplink.
 BULK_BYTES_IN_FLIGHT = 128 * 1024
+#: On a slower link the bound is in time: bulk bytes in flight at most what the measured
+#: link rate carries in this many seconds (at least one row), so that an alarm never waits
+#: longer than this behind pictures, whether the link does 2 Mbit/s or 2 kB/s.
+BULK_AHEAD_S = 0.5
+#: The bound before the link's rate has been measured (the first PUBACKs), in bytes.
+BULK_BYTES_UNMEASURED = 32 * 1024
+
+
+class LinkRate:
+    """The rate at which the broker acknowledges bytes, from the spacing of PUBACKs.
+
+    Each batch of PUBACKs counts its rows' bytes over the time since the later of their
+    publication and the previous PUBACK: back to back on a busy link that is the link's
+    transmission rate; for a lone row it includes a round trip, which errs on the slow
+    (safe) side. A decaying sum keeps the last few seconds' worth.
+    """
+
+    def __init__(self, decay: float = 0.7) -> None:
+        self._decay = decay
+        self._bytes = 0.0
+        self._secs = 0.0
+        self._last_ack: float | None = None
+
+    def new_connection(self) -> None:
+        self._last_ack = None  # the estimate itself carries over: the link is the same
+
+    def acked(self, now: float, rows: list[tuple[int, float]]) -> None:
+        """`rows`: (bytes, monotonic time published) of the rows acknowledged at `now`."""
+        if not rows:
+            return
+        start = min(sent for _, sent in rows)
+        if self._last_ack is not None:
+            start = max(start, self._last_ack)
+        self._last_ack = now
+        secs = now - start
+        if secs <= 0:
+            return
+        self._bytes = self._decay * self._bytes + sum(size for size, _ in rows)
+        self._secs = self._decay * self._secs + secs
+
+    def bytes_per_s(self) -> float | None:
+        return self._bytes / self._secs if self._secs > 0 else None
+
+    def bulk_cap(self) -> int:
+        """Most bulk bytes to have in flight now, in bytes."""
+        rate = self.bytes_per_s()
+        if rate is None:
+            return BULK_BYTES_UNMEASURED
+        return int(min(BULK_BYTES_IN_FLIGHT, rate * BULK_AHEAD_S))
 
 
 def make_tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
@@ -137,6 +186,7 @@ class Uplink:
         self._connack: ReasonCode | None = None
         self._server_receive_max = 65535
         self._inflight: dict[int, _InFlight] = {}
+        self.link_rate = LinkRate()
         self._acks: list[tuple[int, ReasonCode]] = []
         self._dirty = True
         self._hold_until = 0.0
@@ -265,6 +315,7 @@ class Uplink:
     def _connect_and_serve(self) -> None:
         client = self._new_client()
         self._client = client
+        self.link_rate.new_connection()
         self._connected = False
         self._session_over = False
         self._connack = None
@@ -504,16 +555,19 @@ class Uplink:
         done: list[int] = []
         done_rows: list[Row] = []
         refused: list[tuple[Row, ReasonCode]] = []
+        timing: list[tuple[int, float]] = []
         for mid, rc in acks:
             flight = self._inflight.pop(mid, None)
             if flight is None:
                 continue  # the status message, or a PUBACK from an abandoned attempt
+            timing.append((len(flight.row.payload), flight.sent_mono))
             # 0x10 "No matching subscribers" is a success: the broker has the message.
             if rc.is_failure:
                 refused.append((flight.row, rc))
             else:
                 done.append(flight.row.rowid)
                 done_rows.append(flight.row)
+        self.link_rate.acked(time.monotonic(), timing)
         if done:
             # Under the condition's lock: whoever waits for "drained" sees the PUBACKs
             # recorded and their hooks (drill timelines, escalation) run, never between.
@@ -614,13 +668,15 @@ class Uplink:
 
     def _take_bulk(self, limit: int) -> list[Row]:
         """Bulk rows (snapshots) up to `limit`, while their bytes in flight stay under
-        BULK_BYTES_IN_FLIGHT (at least one row). A TCP stream has no overtaking: an alarm
-        published now waits behind every byte already handed to the socket, so snapshots
-        are let onto it a little at a time. A PUBACK makes room for the next ones."""
+        what the link carries in BULK_AHEAD_S (at most BULK_BYTES_IN_FLIGHT, at least one
+        row). A TCP stream has no overtaking: an alarm published now waits behind every
+        byte already handed to the socket, so snapshots are let onto it a little at a
+        time. A PUBACK makes room for the next ones."""
         in_flight = sum(len(f.row.payload) for f in self._inflight.values()
                         if f.row.lane == Lane.BULK)
+        cap = self.link_rate.bulk_cap()
         rows: list[Row] = []
-        while len(rows) < limit and in_flight < BULK_BYTES_IN_FLIGHT:
+        while len(rows) < limit and (in_flight == 0 or in_flight < cap):
             got = self.outbox.take(1)
             if not got:
                 break
