@@ -112,6 +112,20 @@ class Escalation:
             self._pending[c.event_id] = _Pending(c, point, time.monotonic())
         self._wake.set()
 
+    def restore(self, c: Committed, *, age_s: float | None, delivered: bool) -> bool:
+        """Watch an alarm committed before this process started (found in the store).
+
+        `age_s`: how long ago it was committed, when known (same boot); otherwise its
+        timers start now. False if its point is no longer configured."""
+        point = self.points.get(c.point_id)
+        if point is None or c.type not in ESCALATING_TYPES:
+            return False
+        since = time.monotonic() - (age_s if age_s is not None else 0.0)
+        with self._lock:
+            self._pending.setdefault(c.event_id, _Pending(c, point, since, delivered))
+        self._wake.set()
+        return True
+
     def on_ack(self, event_id: str, point_id: str, ack: dict[str, Any]) -> dict[str, Any]:
         """Command dispatcher ack listener: the police have it; stop watching it."""
         with self._lock:

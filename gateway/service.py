@@ -35,7 +35,7 @@ from gateway.drivers.modbus import ModbusInputs
 from gateway.drivers.modem import Modem
 from gateway.engine import Committed, Engine
 from gateway.errors import CameraError, GatewayError, StoreError
-from gateway.escalation import Escalation
+from gateway.escalation import ESCALATING_TYPES, Escalation
 from gateway.events import PROTOCOL_VERSION, Point
 from gateway.inputwatch import InputFeed
 from gateway.outputs import Outputs
@@ -361,7 +361,42 @@ class Service:
         self.add_listener(self.escalation.on_committed)
         if self.commands is not None:
             self.commands.ack_listeners.append(self.escalation.on_ack)
+        self._restore_escalation(self.escalation, settings)
         self.escalation.start()
+
+    def _restore_escalation(self, escalation: Escalation, settings: EscalationSettings) -> None:
+        """Watch again the alarms a previous process was watching when it stopped.
+
+        A restart (a crash, a power blip) must not leave an alarm unwatched: one still
+        waiting for its PUBACK is watched whatever its age (the platform does not know of
+        it; its timers start now when it is from before a reboot); one the broker has,
+        with no acknowledgement and no escalation recorded, only when it is from this
+        boot and recent (younger than twice ack_timeout_s), so that turning escalation on
+        does not text the duty phone about last week's alarms."""
+        now = mono_ns()
+        restored: list[str] = []
+        for doc, delivered in self.outbox.unanswered_events(ESCALATING_TYPES):
+            try:
+                same_boot = doc.get("boot_id") == self.clock.boot_id
+                age_s = (now - int(doc["mono_ns"])) / 1e9 if same_boot else None
+                if delivered and (age_s is None or age_s > 2 * settings.ack_timeout_s):
+                    continue
+                c = Committed(seq=int(doc["seq"]), event_id=str(doc["id"]),
+                              type=str(doc["type"]), point_id=str(doc["point"]["id"]),
+                              occurred_mono_ns=int(doc["mono_ns"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if escalation.restore(c, age_s=age_s, delivered=delivered):
+                restored.append(c.event_id)
+        if restored:
+            # PUBACKs that came between the read and the restore: the hook found no entry.
+            escalation.on_delivery("puback", sorted(self.outbox.delivered(restored)))
+            # Acknowledgements that came between the read and the restore, likewise.
+            for event_id in restored:
+                if self.outbox.acks_for(event_id):
+                    escalation.on_ack(event_id, "", {})
+            log.warning("escalation: watching %d alarm(s) from before this start for their"
+                        " acknowledgement", len(restored))
 
     def _on_delivery(self, step: str, rows: list[Row]) -> None:
         if self.drills is not None:

@@ -491,6 +491,56 @@ class Outbox:
                               " LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in reversed(rows)]
 
+    def unanswered_events(self, types: frozenset[str]) -> list[tuple[dict[str, Any], bool]]:
+        """Events of `types` still in the store that the platform has not acknowledged and
+        that no escalation step was recorded for, oldest first, each with whether the
+        broker has it (its PUBACK recorded). Read once at start, to watch them again."""
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            marks = ",".join("?" * len(types))
+            rows = db.execute(f"SELECT rowid, event_id, state, payload FROM outbox WHERE"
+                              f" event_type IN ({marks}) ORDER BY rowid",
+                              tuple(types)).fetchall()
+            if not rows:
+                return []
+            acked = {r[0] for r in db.execute("SELECT DISTINCT event_id FROM acks")}
+            escalated = set()
+            for (payload,) in db.execute("SELECT payload FROM outbox WHERE"
+                                         " event_type='escalation'"):
+                try:
+                    escalated.add(json.loads(bytes(payload))["detail"]["for_event"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+            overlay = dict(self._overlay)
+        out = []
+        for rowid, event_id, state, payload in rows:
+            if event_id in acked or event_id in escalated:
+                continue
+            try:
+                doc = json.loads(bytes(payload))
+            except ValueError:
+                continue
+            out.append((doc, overlay.get(rowid, state) == State.ACKED))
+        return out
+
+    def delivered(self, event_ids: list[str]) -> set[str]:
+        """Which of these events the broker has (PUBACK recorded, or pruned since)."""
+        if not event_ids:
+            return set()
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise StoreError(f"store {self.path} is not open")
+            marks = ",".join("?" * len(event_ids))
+            rows = db.execute(f"SELECT rowid, event_id, state FROM outbox WHERE event_id IN"
+                              f" ({marks})", tuple(event_ids)).fetchall()
+            overlay = dict(self._overlay)
+        waiting = {event_id for rowid, event_id, state in rows
+                   if overlay.get(rowid, state) != State.ACKED}
+        return set(event_ids) - waiting
+
     def acks_for(self, event_id: str) -> list[dict[str, Any]]:
         with self._lock:
             db = self._db

@@ -120,6 +120,8 @@ class PlatformConsole:
         """Unique events in arrival order."""
         self.ids: set[str] = set()
         self.duplicates = 0
+        self.reacks = 0
+        """Acknowledgements sent again for alarms received again (auto-ack only)."""
         self.raw: list[Received] = []
         self.status: dict[str, dict[str, Any]] = {}
         self.health: list[dict[str, Any]] = []
@@ -249,6 +251,12 @@ class PlatformConsole:
                     return
                 if event_id in self.ids:
                     self.duplicates += 1
+                    # Re-sent after a restart: the first acknowledgement may never have
+                    # reached the gateway (it was down), so acknowledge it again.
+                    if self.auto_ack_s is not None and event_id in self.acks_sent \
+                            and doc.get("type") in ("alarm", "drill"):
+                        self.reacks += 1
+                        self.ack(parts[2], parts[3], event_id)
                 else:
                     self.ids.add(event_id)
                     self.events.append(doc)

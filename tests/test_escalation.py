@@ -166,3 +166,43 @@ def test_the_modem_is_supervised_without_any_alarm(
         assert console.wait_for(lambda c: any(f["point"]["id"] == "modem"
                                               for f in c.events_of("fault_cleared")), 20)
     assert console.events_of("alarm") == [] and modem.messages == []
+
+
+def test_a_restart_keeps_watching_the_alarms_that_wait(
+        tmp_path: Path, broker: Mosquitto, modem: SimModem) -> None:
+    """An alarm committed while the uplink is down, then the gateway restarts (a power
+    blip, a crash): the new process escalates it as the old one would have."""
+    cfg = config(tmp_path, broker.port, modem.port, ack_timeout_s=600.0, uplink_down_s=600.0)
+    with InProcessGateway(cfg) as gw:
+        assert gw.panel is not None and gw.service.uplink is not None
+        assert gw.service.uplink.wait_for_drained(10)
+        broker.kill()
+        gw.panel.press("gate-panic")
+        engine = gw.service.engine
+        assert engine is not None
+        engine.call(lambda: None).result(10)
+        assert modem.messages == []  # 600 s: nothing escalates in this process
+    # Restarted with the escalation's timer shorter: it counts from the alarm's commit.
+    cfg = config(tmp_path, broker.port, modem.port, ack_timeout_s=600.0, uplink_down_s=1.0)
+    with InProcessGateway(cfg) as gw:
+        assert gw.service.escalation is not None
+        (pending,) = gw.service.escalation.pending()
+        assert not pending["delivered"] and pending["point"] == "gate-panic"
+        (sms,) = modem.wait_for_messages(1, timeout=15)
+        assert "报警网关与平台断开" in sms.text
+
+
+def test_a_restart_does_not_watch_alarms_already_acknowledged_or_escalated(
+        tmp_path: Path, persistent: tuple[Mosquitto, PlatformConsole],
+        modem: SimModem) -> None:
+    broker, console = persistent
+    cfg = config(tmp_path, broker.port, modem.port, ack_timeout_s=1.0, uplink_down_s=600.0)
+    with InProcessGateway(cfg) as gw:
+        assert gw.panel is not None
+        gw.panel.press("gate-panic")  # nobody acknowledges: it escalates (no_ack)
+        modem.wait_for_messages(1, timeout=15)
+        assert console.wait_for(lambda c: any(e["detail"]["step"] == "sms_sent"
+                                              for e in escalations(c)), 15)
+    with InProcessGateway(cfg) as gw:
+        assert gw.service.escalation is not None
+        assert gw.service.escalation.pending() == []
