@@ -974,6 +974,16 @@ def _credentials(t: _Table) -> tuple[str | None, str | None]:
 
 def _camera_credentials(t: _Table) -> tuple[str | None, str | None]:
     username, password = _credentials(t)
+    if username is not None:
+        try:
+            username.encode("latin-1")
+            bad = not username.isprintable() or ":" in username
+        except UnicodeEncodeError:
+            bad = True
+        if bad:
+            raise t.error("username", f"{username!r} cannot be sent to a camera: HTTP carries"
+                          " user names as Latin-1 text, without ':' or control characters;"
+                          " create a user with a plain ASCII name on the camera")
     if username is not None and password is None:
         raise t.error("password_file", "missing: the camera's username needs a password"
                       " (password_file, or password)")
