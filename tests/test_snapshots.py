@@ -408,7 +408,8 @@ def test_snapshots_go_onto_the_wire_a_little_at_a_time_so_an_alarm_never_queues_
         tmp_path: Path) -> None:
     """TCP has no overtaking: an alarm published after megabytes of pictures handed to the
     socket would wait for all of them on a slow uplink. The uplink keeps at most
-    BULK_BYTES_IN_FLIGHT of pictures unacknowledged, so the alarm goes out at once."""
+    BULK_BYTES_IN_FLIGHT of pictures unacknowledged (less on a slow link: LinkRate), so
+    the alarm goes out at once."""
     picture = 100 * 1024
 
     def policy(p: Publish) -> int | None:
@@ -428,7 +429,8 @@ def test_snapshots_go_onto_the_wire_a_little_at_a_time_so_an_alarm_never_queues_
             assert fb.wait_for(lambda f: any(p.topic.endswith("/event") for p in f.publishes),
                                WAIT)
             lanes = gw.service.outbox.stats().lanes
-    sent = [p for p in fb.publishes if "/snapshot/" in p.topic]
-    # The first picture, then one more while under the cap; never the whole backlog.
-    assert len(sent) == -(-BULK_BYTES_IN_FLIGHT // (picture + 2))
-    assert lanes["bulk"].in_flight == len(sent) and lanes["bulk"].ready == 20 - len(sent)
+    sent = {p.topic for p in fb.publishes if "/snapshot/" in p.topic}
+    # At most what the byte bound lets through (before the link's rate is measured,
+    # less: one picture), never the whole backlog; the rest waits on disk.
+    assert 1 <= len(sent) <= -(-BULK_BYTES_IN_FLIGHT // (picture + 2))
+    assert lanes["bulk"].ready >= 20 - -(-BULK_BYTES_IN_FLIGHT // (picture + 2))
