@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from gateway.clock import Clock, mono_ns
 from gateway.drivers import FaultChange
+from gateway.lookloop import LookLoop
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ DEVICE_ID = "clock"
 """The point id of clock faults."""
 
 
-class ClockWatch:
+class ClockWatch(LookLoop):
     """Raises a clock fault while the clock is unsynced longer than a threshold."""
 
     def __init__(self, clock: Clock, door: Callable[[FaultChange], None], *,
@@ -35,31 +36,19 @@ class ClockWatch:
         """`door`: the engine's door; `fault_after_s`: seconds unsynced (since boot, or
         since sync was lost) before the fault, 0 for never; `check_every_s`: seconds
         between two looks; `boottime_ns`: CLOCK_BOOTTIME source, in ns."""
+        super().__init__("clock-watch", check_every_s)
         self.clock = clock
         self._door = door
         self.fault_after_s = fault_after_s
-        self.check_every_s = check_every_s
         self._boottime_ns = boottime_ns
         self._seen_synced = False
         self._unsynced_since_ns: int | None = None
         self.fault_open = False
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        if self.fault_after_s <= 0:
-            return
-        self._thread = threading.Thread(target=self._run, name="clock-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        if self.fault_after_s > 0:
+            super().start()
 
     def unsynced_for_s(self) -> float | None:
         """Seconds the clock has been unsynced as far as this watch knows; None if synced."""
@@ -102,12 +91,3 @@ class ClockWatch:
                         mono_ns=now, detail={"unsynced_s": round(unsynced_s)})
         if change is not None:
             self._door(change)
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                self.check_now()
-            except Exception:
-                log.exception("clock watch: check failed")
-            self._wake.wait(self.check_every_s)
-            self._wake.clear()

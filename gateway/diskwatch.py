@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from gateway.clock import mono_ns
 from gateway.drivers import FaultChange
+from gateway.lookloop import LookLoop
 from gateway.store import Outbox
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def free_bytes(path: os.PathLike[str] | str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-class DiskWatch:
+class DiskWatch(LookLoop):
     """Raises a disk fault while the store's filesystem is full."""
 
     def __init__(self, outbox: Outbox, door: Callable[[FaultChange], None], *,
@@ -44,31 +45,20 @@ class DiskWatch:
                  free: Callable[[os.PathLike[str] | str], int] = free_bytes) -> None:
         """`door`: the engine's door; `check_every_s`: seconds between two looks;
         `free`: how free space is measured (bytes)."""
+        super().__init__("disk-watch", check_every_s)
         self.outbox = outbox
         self._door = door
-        self.check_every_s = check_every_s
         self._free = free
         self.fault_open = False
         self._lock = threading.Lock()  # one look at a time: a fault is raised once
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        outbox.on_trouble = self._wake.set
+        outbox.on_trouble = self.wake
 
     @property
     def directory(self) -> str:
         return str(self.outbox.path.parent)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="disk-watch", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        super().stop()
         self.outbox.on_trouble = None
 
     def check_now(self) -> None:
@@ -114,12 +104,3 @@ class DiskWatch:
         except OSError as exc:
             log.error("disk watch: cannot read the free space of %s: %s", self.directory, exc)
             return None
-
-    def _run(self) -> None:
-        while not self._stop:
-            try:
-                self.check_now()
-            except Exception:
-                log.exception("disk watch: check failed")
-            self._wake.wait(self.check_every_s)
-            self._wake.clear()

@@ -288,11 +288,17 @@ class Outbox:
         self.close()
 
     @contextmanager
-    def _txn(self, synchronous: str) -> Iterator[sqlite3.Connection]:
+    def _open_db(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock (all use of it is serialised)."""
         with self._lock:
             db = self._db
             if db is None:
                 raise StoreError(f"store {self.path} is not open")
+            yield db
+
+    @contextmanager
+    def _txn(self, synchronous: str) -> Iterator[sqlite3.Connection]:
+        with self._open_db() as db:
             if self._sync != synchronous:
                 db.execute(f"PRAGMA synchronous={synchronous}")
                 self._sync = synchronous
@@ -437,10 +443,7 @@ class Outbox:
 
     def find_event(self, event_id: str) -> dict[str, Any] | None:
         """The stored event document with this id (waiting or recently delivered)."""
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             row = db.execute("SELECT payload FROM outbox WHERE event_id=?",
                              (event_id,)).fetchone()
         if row is None:
@@ -483,10 +486,7 @@ class Outbox:
 
     def recent_commands(self, limit: int) -> list[str]:
         """The last `limit` command ids received, oldest first."""
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             rows = db.execute("SELECT command_id FROM commands_seen ORDER BY rowid DESC"
                               " LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in reversed(rows)]
@@ -495,10 +495,7 @@ class Outbox:
         """Events of `types` still in the store that the platform has not acknowledged and
         that no escalation step was recorded for, oldest first, each with whether the
         broker has it (its PUBACK recorded). Read once at start, to watch them again."""
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             marks = ",".join("?" * len(types))
             rows = db.execute(f"SELECT rowid, event_id, state, payload FROM outbox WHERE"
                               f" event_type IN ({marks}) ORDER BY rowid",
@@ -529,10 +526,7 @@ class Outbox:
         """Which of these events the broker has (PUBACK recorded, or pruned since)."""
         if not event_ids:
             return set()
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             marks = ",".join("?" * len(event_ids))
             rows = db.execute(f"SELECT rowid, event_id, state FROM outbox WHERE event_id IN"
                               f" ({marks})", tuple(event_ids)).fetchall()
@@ -542,10 +536,7 @@ class Outbox:
         return set(event_ids) - waiting
 
     def acks_for(self, event_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             rows = db.execute("SELECT command_id, operator, note, issued_at, received_at FROM"
                               " acks WHERE event_id=? ORDER BY rowid", (event_id,)).fetchall()
         return [{"command_id": r[0], "operator": r[1], "note": r[2], "issued_at": r[3],
@@ -598,18 +589,12 @@ class Outbox:
 
     def open_faults(self) -> list[dict[str, Any]]:
         """Faults whose fault event was committed and whose fault_cleared was not."""
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             rows = db.execute("SELECT record FROM open_faults ORDER BY rowid").fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def drills(self, limit: int = 100) -> list[dict[str, Any]]:
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             return _drills(db, limit)
 
     def _make_room(self, db: sqlite3.Connection, size: int, lane: Lane) -> None:
@@ -726,10 +711,7 @@ class Outbox:
         if limit <= 0:
             return []
         try:
-            with self._lock:
-                db = self._db
-                if db is None:
-                    raise StoreError(f"store {self.path} is not open")
+            with self._open_db() as db:
                 # All writes go through this connection under this lock, so the rows
                 # read here are still ready when they are marked: no write transaction
                 # (and no WAL frame) for a look that finds nothing.
@@ -834,10 +816,7 @@ class Outbox:
         if not rowids:
             return 0
         try:
-            with self._lock:
-                db = self._db
-                if db is None:
-                    raise StoreError(f"store {self.path} is not open")
+            with self._open_db() as db:
                 marks = ",".join("?" * len(rowids))
                 on_disk = dict(db.execute(f"SELECT rowid, state FROM outbox WHERE rowid IN"
                                           f" ({marks})", rowids).fetchall())
@@ -896,18 +875,12 @@ class Outbox:
     # -- inspection --------------------------------------------------------
 
     def stats(self) -> QueueStats:
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             return _stats(db, self.max_bytes, self.evicted_total, self.refused_total,
                           self._overlay)
 
     def waiting(self, limit: int = 100) -> list[dict[str, Any]]:
-        with self._lock:
-            db = self._db
-            if db is None:
-                raise StoreError(f"store {self.path} is not open")
+        with self._open_db() as db:
             return _waiting(db, limit)
 
 
