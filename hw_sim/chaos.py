@@ -8,8 +8,8 @@ cameras linked to the panic buttons, a small store budget, platform commands and
 to a sounder and the simulated SMS modem) against a real Mosquitto (with persistence, so the
 platform's session survives a SIGKILL, as a production broker's would) through
 :class:`hw_sim.netfault.NetFault`, with the reference :class:`hw_sim.platform.PlatformConsole`
-recording and acknowledging every alarm on arrival, and injects one fault at a time, chosen
-at random:
+recording and acknowledging alarms on arrival (its operator leaves a seeded few unanswered),
+and injects one fault at a time, chosen at random:
 
 - ``broker_kill``: SIGKILL the broker, bring it back after a while on the same port;
 - ``blackhole``: the proxy drops every byte, connections stay open (a half-open link);
@@ -21,7 +21,8 @@ at random:
 - ``camera_fail``: a camera answers 500, hangs, refuses connections, sends half a JPEG,
   refuses the login, or answers later than the gateway waits;
 - ``modem_fail``: the modem says nothing, loses its SIM or its network, or the network
-  refuses every SMS.
+  refuses every SMS; the first time (and at random later) the operator also leaves the next
+  alarm unanswered, and the modem stays broken until that alarm's SMS has failed.
 
 Meanwhile a second thread presses and releases the simulated buttons (four panic buttons,
 one tamper switch) through the control socket, at random. When the time is up the faults
@@ -31,11 +32,14 @@ against the store: every seq from 1 to ``next_seq - 1`` arrived, no id twice aft
 de-duplication, no seq under two ids, no gap, faults paired with fault_cleared; every
 picture an event lists arrived or was reported failed, unless the store evicted it under
 its budget or a SIGKILL cut it before it was taken; every alarm that no acknowledgement
-could reach within ``escalation.ack_timeout_s`` escalated; every ``sms_sent`` record has its
-text at the modem. Alarm latency (the event's CLOCK_BOOTTIME stamp to its first arrival at
-the console) is reported as p50/p99 for alarms committed while the link was up (no path
-fault active and none in the last ``settle_s``, plus 1.5 x keepalive after a black hole;
-device faults do not count against the link), by fault kind, and for all alarms.
+could reach within ``escalation.ack_timeout_s`` escalated; an alarm left unanswered while the
+link was up escalated with ``no_ack``, and none whose acknowledgement reached the gateway in
+time did; every escalation has its sounder and SMS steps; every ``sms_sent`` record has its
+text at the modem, and every ``sms_failed`` one a modem fault behind it. Alarm latency (the
+event's CLOCK_BOOTTIME stamp to its first arrival at the console) is reported as p50/p99
+for alarms committed while the link was up (no path fault active and none in the last
+``settle_s``, plus 1.5 x keepalive after a black hole; device faults do not count against
+the link), by fault kind, and for all alarms.
 
 ``python -m hw_sim.chaos --duration 600 --seed 7`` prints one summary line and exits 1 on any
 loss (``scripts/chaos`` wraps it). Only loopback, only processes it started, all stopped at
@@ -57,6 +61,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +121,19 @@ MODEM_FAILURES: tuple[SimFault, ...] = ("silent", "no_sim", "not_registered", "c
 #: A modem check gives up on a silent modem after about 12 s (AT, resynchronising, two
 #: probes: gateway/drivers/modem.py), so a silence shorter than that goes unnoticed.
 MODEM_SILENT_S = (18.0, 24.0)
+#: The share of alarms the platform's operator leaves unanswered, so that alarms escalate
+#: for want of an acknowledgement while the uplink is fine (`no_ack`). Which ones comes from
+#: the seed and the alarm's seq (:func:`operator_answers`).
+UNANSWERED_SHARE = 0.07
+#: The chance that a `modem_fail` after the first (the first always does) also leaves the
+#: next alarm unanswered, the modem staying broken until that alarm's SMS has failed.
+MODEM_UNANSWERED_P = 0.5
+#: How long such a `modem_fail` waits at most for that SMS to fail, in seconds: the alarm's
+#: ack timeout, a modem check on a silent modem (about 12 s) ahead of it, and the attempt.
+MODEM_HOLD_S = ACK_TIMEOUT_S + 60.0
+#: An `sms_failed` is explained by a modem fault that began at most this long after its
+#: escalation started (the modem failing under an SMS already on its way), in seconds.
+SMS_UNDER_WAY_S = 10.0
 DUTY_NUMBER = "+8613800138000"
 
 #: Faults of a device, not of the path: the uplink stays up while they last.
@@ -171,6 +189,29 @@ class EscalationTally:
     """Alarms that had to escalate but whose gateway was SIGKILLed before it could."""
     sms_unconfirmed: list[int] = field(default_factory=list)
     """Alarm seqs with an `sms_sent` event but no text at the modem."""
+    unanswered: int = 0
+    """Alarms the platform's operator left unacknowledged."""
+    no_ack_missed: list[int] = field(default_factory=list)
+    """Seqs of unanswered alarms, committed while the link was up, that escalated for
+    another reason than `no_ack` (no kill to excuse it)."""
+    no_ack_after_ack: list[int] = field(default_factory=list)
+    """Seqs of alarms that escalated with `no_ack` although their acknowledgement reached
+    the gateway within ack_timeout_s (its result was back at the platform by then)."""
+    incomplete: list[int] = field(default_factory=list)
+    """Seqs of escalated alarms without a sounder step (`sounder_on`/`sounder_failed`) or
+    an SMS step (`sms_sent`/`sms_failed`), with no kill to excuse it."""
+    sms_failed_modem_ok: list[int] = field(default_factory=list)
+    """Seqs of alarms with an `sms_failed` whose escalation started while no modem fault
+    was injected (nor began within SMS_UNDER_WAY_S after)."""
+    modem_faults: int = 0
+    """`fault` events of the SMS modem (point `modem`)."""
+
+    @property
+    def failures(self) -> int:
+        """Escalations the rules demand and did not happen, or happened against them."""
+        return (len(self.unescalated) + len(self.sms_unconfirmed) + len(self.no_ack_missed)
+                + len(self.no_ack_after_ack) + len(self.incomplete)
+                + len(self.sms_failed_modem_ok))
 
 
 @dataclass
@@ -212,8 +253,7 @@ class ChaosResult:
     def ok(self) -> bool:
         return self.drained and not (self.lost or self.seq_twice or self.gaps
                                      or self.unpaired_faults or self.snapshots.unexplained
-                                     or self.snapshots.extra or self.escalation.unescalated
-                                     or self.escalation.sms_unconfirmed)
+                                     or self.snapshots.extra or self.escalation.failures)
 
     def summary(self) -> str:
         up = sorted(self.alarm_latency_up_ms)
@@ -225,8 +265,10 @@ class ChaosResult:
             self.alarm_latency_fault_ms.items()) if v)
         faults = " ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
         sn, es = self.snapshots, self.escalation
-        reasons = " ".join(f"{k}={v}" for k, v in sorted(es.reasons.items()))
-        steps = " ".join(f"{k}={v}" for k, v in sorted(es.steps.items()))
+        reasons = " ".join(f"{k}={v}" for k, v in sorted(
+            {"no_ack": 0, "uplink_down": 0, **es.reasons}.items()))
+        steps = " ".join(f"{k}={v}" for k, v in sorted(
+            {"sounder_on": 0, "sms_sent": 0, "sms_failed": 0, **es.steps}.items()))
         return (f"chaos {'PASS' if self.ok else 'FAIL'}: seed={self.seed}"
                 f" duration={self.duration_s:.0f}s faults[{faults}]"
                 f" presses={self.presses} refused={self.refused}"
@@ -240,7 +282,12 @@ class ChaosResult:
                 f" missing={sn.missing} evicted={sn.evicted} refused={sn.refused}"
                 f" cut_by_kill={sn.cut_by_kill} unexplained={sn.unexplained} extra={sn.extra}]"
                 f" escalations[alarms={es.alarms} {reasons} {steps}"
+                f" unanswered={es.unanswered} modem_faults={es.modem_faults}"
                 f" sms_at_modem={es.sms_at_modem} unescalated={len(es.unescalated)}"
+                f" no_ack_missed={len(es.no_ack_missed)}"
+                f" no_ack_after_ack={len(es.no_ack_after_ack)}"
+                f" incomplete={len(es.incomplete)}"
+                f" sms_failed_modem_ok={len(es.sms_failed_modem_ok)}"
                 f" excused_by_kill={es.excused_by_kill}"
                 f" sms_unconfirmed={len(es.sms_unconfirmed)}]"
                 f" alarm_latency_link_up(n={len(up)}) p50={_pct(up, 50)} p99={_pct(up, 99)}"
@@ -447,6 +494,11 @@ class ChaosRun:
         self.presses = 0
         self.refused = 0
         self._stop = threading.Event()
+        self._silence_lock = threading.Lock()
+        self._silence_from: int | None = None
+        """While set (CLOCK_BOOTTIME ns), the next alarm committed after it is unanswered."""
+        self._silenced: str | None = None
+        """The id of the alarm a `modem_fail` left unanswered, once it arrived."""
         self.broker = Mosquitto(workdir / "broker", extra_conf=(
             f"persistence true\npersistence_location {workdir / 'broker-db'}/\n"
             # Save the platform's queued messages at once: a production broker keeps
@@ -467,12 +519,13 @@ class ChaosRun:
             self.broker.start()
             self.modem.start()
             self.proxy = NetFault(self.broker.host, self.broker.port).start()
-            # The platform acknowledges every alarm as soon as it arrives (接警确认): an
-            # alarm escalates only when the path kept it (or its ack) away too long.
+            # The platform acknowledges alarms as soon as they arrive (接警确认): an alarm
+            # escalates when the path kept it (or its ack) away too long, or when it is one
+            # of the few the operator does not answer.
             self.console = PlatformConsole(self.broker.host, self.broker.port,
                                            client_id="alarmgw-chaos-platform",
                                            command_key=self.command_key, auto_ack_s=0.0,
-                                           operator="chaos")
+                                           operator="chaos", answer=self._answers)
             self.console.start()
             cfg = write_config(self.workdir / "gw", self.proxy.port, self.keepalive_s,
                                modem_port=self.modem.port, command_key=self.command_key)
@@ -513,6 +566,27 @@ class ChaosRun:
             self.presses += 1
             held ^= {point}
 
+    def _answers(self, doc: dict[str, Any]) -> bool:
+        """The console's operator: whether to acknowledge this alarm (MQTT thread)."""
+        if doc.get("type") != "alarm":
+            return True
+        with self._silence_lock:
+            since = self._silence_from
+            if since is not None and int(doc.get("mono_ns", 0)) >= since:
+                self._silence_from = None
+                self._silenced = str(doc.get("id"))
+                return False
+        return operator_answers(self.seed, int(doc.get("seq", 0)))
+
+    def _silenced_sms_done(self, console: PlatformConsole) -> bool:
+        """True once the alarm a `modem_fail` left unanswered has recorded its SMS step."""
+        with self._silence_lock:
+            eid = self._silenced
+        return eid is not None and any(
+            e.get("detail", {}).get("for_event") == eid
+            and e.get("detail", {}).get("step") in ("sms_sent", "sms_failed")
+            for e in console.events_of("escalation"))
+
     def _fault_loop(self) -> None:
         """One fault at a time from a shuffled deck, so each kind recurs every len(FAULTS)
         faults; the first deck is always dealt to the end, so that every kind is injected."""
@@ -529,8 +603,13 @@ class ChaosRun:
             fault = deck.pop()
             length = self.rng.uniform(0.5, 3.0 * self.keepalive_s + 2)
             modem_how: SimFault = "silent"
+            unanswered = False
             if fault == "modem_fail":
                 modem_how = self.rng.choice(MODEM_FAILURES)
+                # An escalation must meet a broken modem now and then (sms_failed): the
+                # operator leaves an alarm unanswered while it is broken.
+                unanswered = (self.rng.random() < MODEM_UNANSWERED_P
+                              or self.faults["modem_fail"] == 0)
                 # Long enough for the gateway's modem check to see it.
                 length = (self.rng.uniform(*MODEM_SILENT_S) if modem_how == "silent"
                           else max(length, MODEM_CHECK_S + 2.0))
@@ -539,14 +618,15 @@ class ChaosRun:
             start = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             log.info("chaos: %s for %.1f s", fault, length)
             self.faults[fault] += 1
-            self._inject(fault, length, modem_how)
+            self._inject(fault, length, modem_how, unanswered)
             stop = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             # A black-holed connection stays dead after the path heals until the gateway's
             # silence check (1.5 x keepalive) gives it up: the link is down until then.
             settle = self.settle_s + (1.5 * self.keepalive_s if fault == "blackhole" else 0.0)
             self.windows.append((start, stop + int(settle * 1e9), fault))
 
-    def _inject(self, fault: str, length: float, modem_how: SimFault = "silent") -> None:
+    def _inject(self, fault: str, length: float, modem_how: SimFault = "silent",
+                unanswered: bool = False) -> None:
         assert self.proxy is not None and self.gateway is not None
         assert self.console is not None
         if fault == "broker_kill":
@@ -591,7 +671,19 @@ class ChaosRun:
             self._camera(cam, mode="ok", latency_s=0.0)
         elif fault == "modem_fail":
             self.modem.set_fault(modem_how)
+            if unanswered:
+                with self._silence_lock:
+                    self._silence_from = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                    self._silenced = None
             self._stop.wait(length)
+            if unanswered:
+                # The next alarm escalates ack_timeout_s after its commit: keep the modem
+                # broken until its SMS has been tried.
+                if not self.console.wait_for(self._silenced_sms_done, MODEM_HOLD_S):
+                    log.warning("chaos: no SMS step for the unanswered alarm %s within"
+                                " %.0f s of the modem failing", self._silenced, MODEM_HOLD_S)
+                with self._silence_lock:
+                    self._silence_from = None
             self.modem.set_fault("none")
         elif fault == "gateway_kill":
             self.kills.append(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
@@ -680,22 +772,30 @@ class ChaosRun:
         console.wait_for(lambda c: len(c.snapshots) + len(c.snapshot_failures) >= listed, 5)
         offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
         first: dict[str, float] = {}
-        acked: set[str] = set()
+        acked: dict[str, float] = {}
         with console._cond:
             raws = list(console.raw)
             snaps = [(s.event_id, s.camera, s.phase, s.shot) for s in console.snapshots]
             fails = [(str(f.get("event_id")), str(f.get("camera")), str(f.get("phase")),
                       int(f.get("shot", 0))) for f in console.snapshot_failures]
-            for res in console.results.values():
-                if res.get("op") == "ack" and res.get("ok"):
-                    acked.add(str(res.get("result", {}).get("event_id")))
+            unanswered = set(console.unanswered)
         for r in raws:
             if r.topic.endswith("/event"):
                 try:
                     eid = json.loads(r.payload)["id"]
-                except (ValueError, KeyError):
+                except (ValueError, KeyError, TypeError):
                     continue
                 first.setdefault(eid, r.arrived_mono * 1e9 + offset)
+            elif r.topic.endswith("/cmd/result"):
+                # The first successful ack result: the gateway had the ack by then.
+                try:
+                    res = json.loads(r.payload)
+                    if res.get("op") != "ack" or not res.get("ok"):
+                        continue
+                    eid = str(res["result"]["event_id"])
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue
+                acked.setdefault(eid, r.arrived_mono * 1e9 + offset)
         result = tally(committed, events, first, self.windows)
         log_text = self.gateway.log_path.read_text(encoding="utf-8", errors="replace")
         evicted = sum(int(n) for n in _EVICTED.findall(log_text))
@@ -706,7 +806,10 @@ class ChaosRun:
                                            cut_window_ns=int(shots_s * 1e9))
         result.escalation = tally_escalations(
             events, first, acked, kills=self.kills,
-            sms_texts=[m.text for m in self.modem.messages], ack_timeout_s=ACK_TIMEOUT_S)
+            sms_texts=[m.text for m in self.modem.messages], ack_timeout_s=ACK_TIMEOUT_S,
+            unanswered=unanswered,
+            path_faults=[(s, e) for s, e, k in self.windows if k not in DEVICE_FAULTS],
+            modem_faults=[(s, e) for s, e, k in self.windows if k == "modem_fail"])
         result.seed, result.duration_s = self.seed, self.duration_s
         result.faults, result.presses, result.refused = dict(self.faults), self.presses, \
             self.refused
@@ -815,54 +918,110 @@ def tally_snapshots(events: list[dict[str, Any]], snapshots: list[Shot], failure
     return t
 
 
+def operator_answers(seed: int, seq: int) -> bool:
+    """Whether the console's operator acknowledges alarm `seq` in a run seeded `seed`: the
+    same answer for the same seq in every run, whatever else the timing changes."""
+    return random.Random(f"{seed}/{seq}").random() >= UNANSWERED_SHARE
+
+
 def tally_escalations(events: list[dict[str, Any]], first_arrival_ns: dict[str, float],
-                      acked: set[str], *, kills: list[int], sms_texts: list[str],
-                      ack_timeout_s: float) -> EscalationTally:
-    """Count the escalations, and check the ones the rules demand.
+                      acked: Mapping[str, float], *, kills: list[int], sms_texts: list[str],
+                      ack_timeout_s: float, unanswered: Collection[str] = (),
+                      path_faults: Sequence[tuple[int, int]] = (),
+                      modem_faults: Sequence[tuple[int, int]] = ()) -> EscalationTally:
+    """Count the escalations, and check the ones the rules demand (gateway/escalation.py:
+    an alarm escalates once, `uplink_down` when no PUBACK came within uplink_down_s of its
+    commit, `no_ack` when no acknowledgement came within ack_timeout_s).
 
     An alarm must escalate when no acknowledgement can have reached the gateway within
     `ack_timeout_s` of its commit: it reached the platform later than that (the platform
-    acknowledges on arrival), or no acknowledgement for it ever succeeded. A SIGKILL of its
-    gateway within `ack_timeout_s` + 30 s of the commit excuses it (what waits is in memory).
+    acknowledges on arrival), or no acknowledgement for it ever succeeded (the operator left
+    it unanswered, or the ack was lost). An unanswered alarm committed while the link was up
+    must escalate with `no_ack`; an alarm whose ack was back at the platform within
+    `ack_timeout_s` must not. Every escalation records a sounder step and an SMS step; an
+    `sms_sent` must have its text at the modem, and an `sms_failed` a modem fault around the
+    escalation's start. A SIGKILL of its gateway within `ack_timeout_s` + 30 s of the
+    commit excuses an alarm (what waits is in memory).
 
     Args:
         events: the unique events the platform received (one gateway).
         first_arrival_ns: event id -> first arrival, CLOCK_BOOTTIME ns.
-        acked: ids of the alarms whose `ack` command the gateway answered ok.
+        acked: ids of the alarms whose `ack` command the gateway answered ok -> when that
+            answer first reached the platform, CLOCK_BOOTTIME ns.
         kills: when the gateway was SIGKILLed, CLOCK_BOOTTIME ns.
         sms_texts: the whole messages the modem accepted.
         ack_timeout_s: the gateway's escalation.ack_timeout_s, in seconds.
+        unanswered: ids of the alarms the platform's operator left unacknowledged.
+        path_faults: (start, end) of each fault of the path and its recovery, CLOCK_BOOTTIME
+            ns: an alarm committed in one may escalate with `uplink_down` instead.
+        modem_faults: (start, end) of each injected modem fault and its recovery,
+            CLOCK_BOOTTIME ns.
     """
-    t = EscalationTally(sms_at_modem=len(sms_texts))
+    t = EscalationTally(sms_at_modem=len(sms_texts), unanswered=len(unanswered))
     reason_of: dict[str, str] = {}
+    steps_of: dict[str, set[str]] = {}
+    started: dict[str, int] = {}
+    seq_of: dict[str, int] = {}
     sms_sent: set[int] = set()
     for e in events:
+        if e.get("type") == "fault" and e.get("point", {}).get("id") == "modem":
+            t.modem_faults += 1
         if e.get("type") != "escalation":
             continue
         d = e.get("detail", {})
-        step = str(d.get("step"))
+        step, alarm = str(d.get("step")), str(d.get("for_event"))
         t.steps[step] = t.steps.get(step, 0) + 1
-        reason_of.setdefault(str(d.get("for_event")), str(d.get("reason")))
+        reason_of.setdefault(alarm, str(d.get("reason")))
+        steps_of.setdefault(alarm, set()).add(step)
+        mono = int(e.get("mono_ns", 0))
+        started[alarm] = min(started.get(alarm, mono), mono)
+        seq_of[alarm] = int(d.get("for_seq", -1))
         if step == "sms_sent":
-            sms_sent.add(int(d.get("for_seq", -1)))
+            sms_sent.add(seq_of[alarm])
     t.alarms = len(reason_of)
-    for reason in reason_of.values():
-        t.reasons[reason] = t.reasons.get(reason, 0) + 1
+    for why in reason_of.values():
+        t.reasons[why] = t.reasons.get(why, 0) + 1
     texted = {int(m) for text in sms_texts for m in _SMS_SEQ.findall(text)}
     t.sms_unconfirmed = sorted(sms_sent - texted)
     grace_ns = int((ack_timeout_s + 30.0) * 1e9)
+    timeout_ns = ack_timeout_s * 1e9
+    under_way_ns = int(SMS_UNDER_WAY_S * 1e9)
+    commits = {str(e["id"]): int(e["mono_ns"]) for e in events if e.get("type") == "alarm"}
+
+    def killed(mono: int) -> bool:
+        return any(mono <= k <= mono + grace_ns for k in kills)
+
+    for alarm, steps in sorted(steps_of.items(), key=lambda kv: seq_of[kv[0]]):
+        if not ({"sounder_on", "sounder_failed"} & steps
+                and {"sms_sent", "sms_failed"} & steps):
+            if killed(commits.get(alarm, started[alarm])):
+                t.excused_by_kill += 1
+            else:
+                t.incomplete.append(seq_of[alarm])
+        if "sms_failed" in steps and not any(s - under_way_ns <= started[alarm] <= end
+                                             for s, end in modem_faults):
+            t.sms_failed_modem_ok.append(seq_of[alarm])
     for e in events:
         if e.get("type") != "alarm":
             continue
-        eid, mono = str(e["id"]), int(e["mono_ns"])
+        eid, mono, seq = str(e["id"]), int(e["mono_ns"]), int(e["seq"])
+        reason = reason_of.get(eid)
+        if reason == "no_ack" and eid in acked and acked[eid] - mono <= timeout_ns:
+            t.no_ack_after_ack.append(seq)
+        if (eid in unanswered and reason is not None and reason != "no_ack"
+                and not any(s <= mono <= end for s, end in path_faults)):
+            if killed(mono):
+                t.excused_by_kill += 1
+            else:
+                t.no_ack_missed.append(seq)
         arrival = first_arrival_ns.get(eid)
-        late = arrival is None or arrival - mono > ack_timeout_s * 1e9
-        if not (late or eid not in acked) or eid in reason_of:
+        late = arrival is None or arrival - mono > timeout_ns
+        if not (late or eid not in acked) or reason is not None:
             continue
-        if any(mono <= k <= mono + grace_ns for k in kills):
+        if killed(mono):
             t.excused_by_kill += 1
         else:
-            t.unescalated.append(int(e["seq"]))
+            t.unescalated.append(seq)
     return t
 
 

@@ -103,11 +103,15 @@ class PlatformConsole:
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  persistent: bool = True, command_key: bytes | None = None,
                  auto_ack_s: float | None = None, operator: str = "console",
-                 snapshot_dir: Path | None = None) -> None:
+                 snapshot_dir: Path | None = None,
+                 answer: Callable[[dict[str, Any]], bool] | None = None) -> None:
         """`share_group`: consume through `$share/GROUP/...`; `jsonl`: append every
         received message there; `out`: print a line per event there (None: silent);
         `command_key`: the gateways' command key, for signed commands; `auto_ack_s`:
         acknowledge every alarm this many seconds after it arrives (None: never);
+        `answer`: with `auto_ack_s`, called with each new alarm or drill (on the MQTT
+        thread, with the console's lock held); False leaves it unacknowledged, as an
+        operator who does not answer would (None: every one is acknowledged);
         `snapshot_dir`: save every snapshot there as
         `{site}/{gateway}/{event_id}/{camera}-{phase}-{shot}.jpg`."""
         self.host = host
@@ -131,6 +135,9 @@ class PlatformConsole:
         """Command results by command id."""
         self.acks_sent: dict[str, tuple[str, float]] = {}
         """event id -> (ack command id, monotonic time sent)."""
+        self.answer = answer
+        self.unanswered: list[str] = []
+        """Ids of the alarms and drills `answer` left unacknowledged, in arrival order."""
         self.command_key = command_key
         self.auto_ack_s = auto_ack_s
         self.operator = operator
@@ -264,7 +271,10 @@ class PlatformConsole:
                     self.gateways.setdefault(gw, GatewayRecord()).seqs.add(seq)
                     line = _format_event(doc, rec.arrived_wall)
                     if self.auto_ack_s is not None and doc.get("type") in ("alarm", "drill"):
-                        self._schedule_ack(parts[2], parts[3], event_id)
+                        if self.answer is None or self.answer(doc):
+                            self._schedule_ack(parts[2], parts[3], event_id)
+                        else:
+                            self.unanswered.append(event_id)
             elif kind == "snapshot":
                 save, line = self._snapshot(parts, rec)
             elif kind == "status":

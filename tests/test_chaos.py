@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from hw_sim.chaos import FAULTS, ChaosRun, tally, tally_escalations, tally_snapshots
+from hw_sim.chaos import (
+    FAULTS,
+    UNANSWERED_SHARE,
+    ChaosRun,
+    operator_answers,
+    tally,
+    tally_escalations,
+    tally_snapshots,
+)
 
 #: Seconds of faults in CI (the run deals every kind of fault at least once regardless).
 CI_DURATION_S = 100.0
@@ -43,6 +51,12 @@ def test_chaos_run_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert es.steps.get("sounder_on", 0) == es.alarms
     assert es.sms_at_modem >= 1
     assert es.unescalated == [] and es.sms_unconfirmed == []
+    # Alarms the operator left unanswered escalated for want of an acknowledgement, one of
+    # them while the modem was broken: its SMS failed, and the modem became a fault.
+    assert es.unanswered >= 1 and es.reasons.get("no_ack", 0) >= 1
+    assert es.steps.get("sms_failed", 0) >= 1 and es.modem_faults >= 1
+    assert es.no_ack_missed == [] and es.no_ack_after_ack == [] and es.incomplete == []
+    assert es.sms_failed_modem_ok == [] and es.failures == 0
     assert result.ok
 
 
@@ -102,9 +116,9 @@ def test_the_snapshot_tally_accounts_for_every_listed_picture() -> None:
     assert late.unexplained == 1 and late.extra == 1
 
 
-def _escalation(seq: int, alarm: dict[str, object], step: str, reason: str = "no_ack"
-                ) -> dict[str, object]:
-    return {**_event(seq, f"e{seq}", "escalation"),
+def _escalation(seq: int, alarm: dict[str, object], step: str, reason: str = "no_ack",
+                mono_ns: int = 0) -> dict[str, object]:
+    return {**_event(seq, f"e{seq}", "escalation", mono_ns=mono_ns),
             "detail": {"step": step, "reason": reason, "for_event": alarm["id"],
                        "for_seq": alarm["seq"]}}
 
@@ -115,7 +129,7 @@ def test_the_escalation_tally_finds_an_alarm_that_had_to_escalate_and_did_not() 
     unacked = _event(3, "c", mono_ns=40 * S)     # arrived at once, its ack never succeeded
     events = [on_time, late, unacked]
     first = {"a": 10 * S + 5e6, "b": 29 * S, "c": 40 * S + 5e6}
-    acked = {"a", "b"}
+    acked = {"a": 10 * S + 10e6, "b": 29 * S + 10e6}
     missed = tally_escalations(events, first, acked, kills=[], sms_texts=[], ack_timeout_s=8.0)
     assert missed.unescalated == [2, 3] and missed.alarms == 0
     # A SIGKILL within ack_timeout_s + 30 s of c's commit excuses c (its timer was in memory).
@@ -124,16 +138,107 @@ def test_the_escalation_tally_finds_an_alarm_that_had_to_escalate_and_did_not() 
     assert excused.unescalated == [2] and excused.excused_by_kill == 1
     escalated = [*events, _escalation(4, late, "sounder_on", "uplink_down"),
                  _escalation(5, late, "sms_sent", "uplink_down"),
-                 _escalation(6, unacked, "sounder_on"), _escalation(7, unacked, "sms_failed")]
+                 _escalation(6, unacked, "sounder_on", mono_ns=48 * S),
+                 _escalation(7, unacked, "sms_failed", mono_ns=48 * S)]
     done = tally_escalations(escalated, first, acked, kills=[],
                              sms_texts=["ALARM b at s/g 12:00:00, seq 2: uplink down."],
-                             ack_timeout_s=8.0)
+                             ack_timeout_s=8.0, modem_faults=[(45 * S, 55 * S)])
     assert done.unescalated == [] and done.sms_unconfirmed == []
     assert done.alarms == 2 and done.reasons == {"uplink_down": 1, "no_ack": 1}
     assert done.steps == {"sounder_on": 2, "sms_sent": 1, "sms_failed": 1}
+    assert done.failures == 0
     # An sms_sent the modem never saw is a false record.
     assert tally_escalations(escalated, first, acked, kills=[], sms_texts=[],
                              ack_timeout_s=8.0).sms_unconfirmed == [2]
+
+
+def test_an_unanswered_alarm_with_the_link_up_must_escalate_for_want_of_an_ack() -> None:
+    quiet = _event(1, "a", mono_ns=10 * S)       # unanswered, the link up throughout
+    in_cut = _event(2, "b", mono_ns=30 * S)      # unanswered, committed during a cut
+    events = [quiet, in_cut]
+    first = {"a": 10 * S + 5e6, "b": 34 * S}
+    path = [(29 * S, 36 * S)]
+    # Neither escalated: both had to (no acknowledgement ever came).
+    none = tally_escalations(events, first, {}, kills=[], sms_texts=[], ack_timeout_s=8.0,
+                             unanswered={"a", "b"}, path_faults=path)
+    assert none.unescalated == [1, 2] and none.unanswered == 2
+    # Both escalated with uplink_down: right for b (its PUBACK waited on the cut), wrong
+    # for a (delivered at once, so only the missing acknowledgement could have escalated it).
+    texts = ["ALARM a at s/g 12:00:00, seq 1: uplink down.",
+             "ALARM b at s/g 12:00:20, seq 2: uplink down."]
+    down = [*events, _escalation(3, quiet, "sounder_on", "uplink_down"),
+            _escalation(4, quiet, "sms_sent", "uplink_down"),
+            _escalation(5, in_cut, "sounder_on", "uplink_down"),
+            _escalation(6, in_cut, "sms_sent", "uplink_down")]
+    wrong = tally_escalations(down, first, {}, kills=[], sms_texts=texts, ack_timeout_s=8.0,
+                              unanswered={"a", "b"}, path_faults=path)
+    assert wrong.no_ack_missed == [1] and wrong.unescalated == []
+    assert wrong.failures == 1
+    # A SIGKILL soon after a's commit excuses it (the restarted gateway's view differs).
+    assert tally_escalations(down, first, {}, kills=[12 * S], sms_texts=texts,
+                             ack_timeout_s=8.0, unanswered={"a", "b"},
+                             path_faults=path).no_ack_missed == []
+    right = [*events, _escalation(3, quiet, "sounder_on"), _escalation(4, quiet, "sms_sent"),
+             _escalation(5, in_cut, "sounder_on", "uplink_down"),
+             _escalation(6, in_cut, "sms_sent", "uplink_down")]
+    ok = tally_escalations(right, first, {}, kills=[], sms_texts=texts, ack_timeout_s=8.0,
+                           unanswered={"a", "b"}, path_faults=path)
+    assert ok.failures == 0 and ok.reasons == {"no_ack": 1, "uplink_down": 1}
+
+
+def test_an_alarm_acknowledged_in_time_must_not_escalate_for_want_of_an_ack() -> None:
+    prompt = _event(1, "a", mono_ns=10 * S)     # its ack result was back after 50 ms
+    slow = _event(2, "b", mono_ns=20 * S)       # its ack result came back 9 s after commit
+    events = [prompt, slow, _escalation(3, prompt, "sounder_on"),
+              _escalation(4, prompt, "sms_sent"), _escalation(5, slow, "sounder_on"),
+              _escalation(6, slow, "sms_sent")]
+    first = {"a": 10 * S + 5e6, "b": 27 * S}
+    acked = {"a": 10 * S + 50e6, "b": 29 * S}
+    texts = ["ALARM a at s/g 12:00:00, seq 1: no police ack.",
+             "ALARM b at s/g 12:00:10, seq 2: no police ack."]
+    t = tally_escalations(events, first, acked, kills=[], sms_texts=texts, ack_timeout_s=8.0)
+    assert t.no_ack_after_ack == [1]
+    assert t.unescalated == [] and t.failures == 1
+
+
+def test_every_escalation_records_its_sounder_and_its_sms() -> None:
+    a, b = _event(1, "a", mono_ns=10 * S), _event(2, "b", mono_ns=20 * S)
+    events = [a, b, _escalation(3, a, "sounder_on"), _escalation(4, b, "sounder_failed"),
+              _escalation(5, b, "sms_sent")]
+    texts = ["ALARM b at s/g 12:00:10, seq 2: no police ack."]
+    t = tally_escalations(events, {}, {}, kills=[], sms_texts=texts, ack_timeout_s=8.0)
+    assert t.incomplete == [1] and t.failures == 1
+    # A SIGKILL between the sounder and the SMS excuses it.
+    killed = tally_escalations(events, {}, {}, kills=[18 * S], sms_texts=texts,
+                               ack_timeout_s=8.0)
+    assert killed.incomplete == [] and killed.excused_by_kill == 1
+
+
+def test_a_failed_sms_needs_a_broken_modem_and_is_no_missing_text() -> None:
+    a = _event(1, "a", mono_ns=10 * S)
+    modem_fault = {**_event(2, "f2", "fault"), "point": {"id": "modem"}}
+    events = [a, modem_fault, _escalation(3, a, "sounder_on", mono_ns=18 * S),
+              _escalation(4, a, "sms_failed", mono_ns=23 * S)]
+    # The modem failed from 12 s to 30 s: the SMS could not go, and no text is owed.
+    broken = tally_escalations(events, {}, {}, kills=[], sms_texts=[], ack_timeout_s=8.0,
+                               unanswered={"a"}, modem_faults=[(12 * S, 30 * S)])
+    assert broken.failures == 0 and broken.sms_unconfirmed == []
+    assert broken.steps["sms_failed"] == 1 and broken.modem_faults == 1
+    # A modem fault that began while the SMS was already on its way explains it too.
+    under_way = tally_escalations(events, {}, {}, kills=[], sms_texts=[], ack_timeout_s=8.0,
+                                  unanswered={"a"}, modem_faults=[(20 * S, 30 * S)])
+    assert under_way.failures == 0
+    # With the modem well (its only fault long over), a failed SMS is the gateway's fault.
+    well = tally_escalations(events, {}, {}, kills=[], sms_texts=[], ack_timeout_s=8.0,
+                             unanswered={"a"}, modem_faults=[(0, 5 * S)])
+    assert well.sms_failed_modem_ok == [1] and well.failures == 1
+
+
+def test_the_operator_leaves_the_same_few_alarms_unanswered_in_every_run() -> None:
+    first = [seq for seq in range(1, 2001) if not operator_answers(7, seq)]
+    assert first == [seq for seq in range(1, 2001) if not operator_answers(7, seq)]
+    assert first != [seq for seq in range(1, 2001) if not operator_answers(42, seq)]
+    assert abs(len(first) / 2000 - UNANSWERED_SHARE) < 0.02
 
 
 def test_a_complete_record_passes() -> None:

@@ -87,6 +87,28 @@ def test_an_ack_in_time_stops_the_escalation(
     assert escalations(console) == []
 
 
+def test_an_alarm_the_operator_leaves_unanswered_escalates_and_the_others_do_not(
+        tmp_path: Path, broker: Mosquitto, modem: SimModem) -> None:
+    with PlatformConsole(broker.host, broker.port, persistent=False, command_key=KEY,
+                         auto_ack_s=0.0,
+                         answer=lambda doc: doc["point"]["id"] != "gate-panic") as console, \
+            InProcessGateway(config(tmp_path, broker.port, modem.port,
+                                    ack_timeout_s=2.0, uplink_down_s=30.0)) as gw:
+        assert console.wait_for(lambda c: bool(c.status), 10)
+        assert gw.panel is not None
+        gw.panel.press("office-panic")
+        gw.panel.press("gate-panic")
+        (sms,) = modem.wait_for_messages(1, timeout=15)
+        assert console.wait_for(lambda c: len(escalations(c)) == 2, 10)
+    assert "平台未确认接警" in sms.text
+    gate, = console.events_of("alarm", "gate-panic")
+    office, = console.events_of("alarm", "office-panic")
+    assert console.unanswered == [gate["id"]]
+    assert set(console.acks_sent) == {office["id"]}
+    assert {e["detail"]["for_event"] for e in escalations(console)} == {gate["id"]}
+    assert {e["detail"]["reason"] for e in escalations(console)} == {"no_ack"}
+
+
 def test_uplink_down_while_an_alarm_waits_escalates(
         tmp_path: Path, broker: Mosquitto, modem: SimModem) -> None:
     with InProcessGateway(config(tmp_path, broker.port, modem.port, ack_timeout_s=600.0)) as gw:
