@@ -988,16 +988,20 @@ def tally_escalations(events: list[dict[str, Any]], first_arrival_ns: dict[str, 
     under_way_ns = int(SMS_UNDER_WAY_S * 1e9)
     commits = {str(e["id"]): int(e["mono_ns"]) for e in events if e.get("type") == "alarm"}
 
-    def killed(mono: int) -> bool:
-        return any(mono <= k <= mono + grace_ns for k in kills)
+    def excused(mono: int, seq: int, why: str) -> bool:
+        kill = next((k for k in kills if mono <= k <= mono + grace_ns), None)
+        if kill is not None:
+            t.excused_by_kill += 1
+            log.info("chaos: alarm seq %d %s, excused: its gateway was SIGKILLed %.1f s after"
+                     " its commit", seq, why, (kill - mono) / 1e9)
+        return kill is not None
 
     for alarm, steps in sorted(steps_of.items(), key=lambda kv: seq_of[kv[0]]):
-        if not ({"sounder_on", "sounder_failed"} & steps
-                and {"sms_sent", "sms_failed"} & steps):
-            if killed(commits.get(alarm, started[alarm])):
-                t.excused_by_kill += 1
-            else:
-                t.incomplete.append(seq_of[alarm])
+        complete = bool({"sounder_on", "sounder_failed"} & steps
+                        and {"sms_sent", "sms_failed"} & steps)
+        if not complete and not excused(commits.get(alarm, started[alarm]), seq_of[alarm],
+                                        f"escalated with only {sorted(steps)}"):
+            t.incomplete.append(seq_of[alarm])
         if "sms_failed" in steps and not any(s - under_way_ns <= started[alarm] <= end
                                              for s, end in modem_faults):
             t.sms_failed_modem_ok.append(seq_of[alarm])
@@ -1009,18 +1013,14 @@ def tally_escalations(events: list[dict[str, Any]], first_arrival_ns: dict[str, 
         if reason == "no_ack" and eid in acked and acked[eid] - mono <= timeout_ns:
             t.no_ack_after_ack.append(seq)
         if (eid in unanswered and reason is not None and reason != "no_ack"
-                and not any(s <= mono <= end for s, end in path_faults)):
-            if killed(mono):
-                t.excused_by_kill += 1
-            else:
-                t.no_ack_missed.append(seq)
+                and not any(s <= mono <= end for s, end in path_faults)
+                and not excused(mono, seq, f"unanswered, escalated with {reason}")):
+            t.no_ack_missed.append(seq)
         arrival = first_arrival_ns.get(eid)
         late = arrival is None or arrival - mono > timeout_ns
         if not (late or eid not in acked) or reason is not None:
             continue
-        if killed(mono):
-            t.excused_by_kill += 1
-        else:
+        if not excused(mono, seq, "did not escalate"):
             t.unescalated.append(seq)
     return t
 
