@@ -375,7 +375,12 @@ class Service:
         does not text the duty phone about last week's alarms."""
         now = mono_ns()
         restored: list[str] = []
-        for doc, delivered in self.outbox.unanswered_events(ESCALATING_TYPES):
+        # An escalation cut short (the sounder on, then a SIGKILL before the SMS) is done
+        # again; one that reached its last step is not.
+        finished = frozenset({"sms_sent", "sms_failed"} if settings.sms_to and
+                             settings.modem_port is not None else
+                             {"sounder_on", "sounder_failed"})
+        for doc, delivered in self.outbox.unanswered_events(ESCALATING_TYPES, finished):
             try:
                 same_boot = doc.get("boot_id") == self.clock.boot_id
                 age_s = (now - int(doc["mono_ns"])) / 1e9 if same_boot else None

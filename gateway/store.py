@@ -62,6 +62,8 @@ SCHEMA_VERSION = 1
 PRUNE_BATCH = 64
 #: Every this many rows held in memory on a full disk, say so again in the log.
 OVERLAY_WARN = 1000
+#: Delivered alarms without an acknowledgement kept from pruning (the newest ones).
+PROTECT_UNANSWERED = 256
 
 
 class Lane(IntEnum):
@@ -491,10 +493,12 @@ class Outbox:
                               " LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in reversed(rows)]
 
-    def unanswered_events(self, types: frozenset[str]) -> list[tuple[dict[str, Any], bool]]:
+    def unanswered_events(self, types: frozenset[str], finished: frozenset[str]
+                          ) -> list[tuple[dict[str, Any], bool]]:
         """Events of `types` still in the store that the platform has not acknowledged and
-        that no escalation step was recorded for, oldest first, each with whether the
-        broker has it (its PUBACK recorded). Read once at start, to watch them again."""
+        whose escalation did not reach one of the `finished` steps, oldest first, each
+        with whether the broker has it (its PUBACK recorded). Read once at start, to
+        watch them again."""
         with self._open_db() as db:
             marks = ",".join("?" * len(types))
             rows = db.execute(f"SELECT rowid, event_id, state, payload FROM outbox WHERE"
@@ -507,7 +511,9 @@ class Outbox:
             for (payload,) in db.execute("SELECT payload FROM outbox WHERE"
                                          " event_type='escalation'"):
                 try:
-                    escalated.add(json.loads(bytes(payload))["detail"]["for_event"])
+                    detail = json.loads(bytes(payload))["detail"]
+                    if detail["step"] in finished:
+                        escalated.add(detail["for_event"])
                 except (ValueError, KeyError, TypeError):
                     continue
             overlay = dict(self._overlay)
@@ -833,17 +839,23 @@ class Outbox:
             raise StoreError(f"store {self.path}: {what}: {exc}") from exc
 
     def _prune(self, db: sqlite3.Connection) -> None:
-        """Delete the oldest delivered rows beyond `keep_acked`, in batches."""
+        """Delete the oldest delivered rows beyond `keep_acked`, in batches.
+
+        The last PROTECT_UNANSWERED alarms the platform has not acknowledged are kept
+        whatever `keep_acked` says: a restarted gateway finds in them the alarms it must
+        still watch for an acknowledgement (gateway.escalation)."""
         excess = self._acked - self.keep_acked
         # Pruned in batches: one delete per PRUNE_BATCH acks, not one per ack.
-        if excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH):
-            freed = db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM (SELECT size FROM outbox WHERE"
-                " state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess)).fetchone()[0]
-            db.execute("DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM outbox"
-                       " WHERE state=? ORDER BY rowid LIMIT ?)", (State.ACKED, excess))
-            self._acked -= excess
-            self._bytes -= freed
+        if not (excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH)):
+            return
+        victims = db.execute(
+            "SELECT rowid, size FROM outbox WHERE state=? AND rowid NOT IN (SELECT rowid FROM"
+            " outbox WHERE state=? AND event_type='alarm' AND event_id NOT IN (SELECT event_id"
+            " FROM acks) ORDER BY rowid DESC LIMIT ?) ORDER BY rowid LIMIT ?",
+            (State.ACKED, State.ACKED, PROTECT_UNANSWERED, excess)).fetchall()
+        db.executemany("DELETE FROM outbox WHERE rowid=?", [(r[0],) for r in victims])
+        self._acked -= len(victims)
+        self._bytes -= sum(r[1] for r in victims)
 
     def recover_disk(self) -> bool:
         """Try to leave the full-disk state: put the reserve back and write the overlay.

@@ -26,9 +26,11 @@ def modem(tmp_path: Path) -> Iterator[SimModem]:
 
 
 def config(tmp_path: Path, broker_port: int, modem_port: str, *,
-           broker: dict[str, Any] | None = None, **esc: Any) -> Path:
+           broker: dict[str, Any] | None = None, store: dict[str, Any] | None = None,
+           **esc: Any) -> Path:
     (tmp_path / "k").write_text(KEY.hex())
-    cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0, broker=broker)
+    cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0, broker=broker,
+                       store=store)
     settings = {"ack_timeout_s": 1.0, "uplink_down_s": 1.0, "sounder": "sounder", **esc}
     lines = ["", "[[outputs]]", 'id = "sounder"', 'name = "门卫室警号"', "gpio = 24",
              "", "[commands]", f'key_file = "{tmp_path / "k"}"', "", "[escalation]"]
@@ -228,3 +230,32 @@ def test_a_restart_does_not_watch_alarms_already_acknowledged_or_escalated(
     with InProcessGateway(cfg) as gw:
         assert gw.service.escalation is not None
         assert gw.service.escalation.pending() == []
+
+
+def test_a_restart_keeps_watching_a_delivered_alarm_nobody_answered(
+        tmp_path: Path, broker: Mosquitto, modem: SimModem) -> None:
+    """Delivered rows are pruned beyond store.keep_acked, but not an alarm the platform has
+    not acknowledged: after a restart it is found and still escalates for want of an ack."""
+    store = {"keep_acked": 0}
+    with InProcessGateway(config(tmp_path, broker.port, modem.port, store=store,
+                                 ack_timeout_s=600.0)) as gw:
+        assert gw.panel is not None and gw.service.uplink is not None
+        gw.panel.press("gate-panic")
+        gw.panel.release("gate-panic")
+        gw.panel.press("office-panic")
+        gw.panel.release("office-panic")
+        engine = gw.service.engine
+        assert engine is not None
+        engine.call(lambda: None).result(10)
+        assert gw.service.uplink.wait_for_drained(10)
+        # Both restores are gone; both alarms, unanswered, are kept.
+        assert gw.service.outbox.stats().acked_kept == 2
+        assert modem.messages == []
+    with InProcessGateway(config(tmp_path, broker.port, modem.port, store=store,
+                                 ack_timeout_s=5.0)) as gw:
+        assert gw.service.escalation is not None
+        pending = gw.service.escalation.pending()
+        assert sorted(p["point"] for p in pending) == ["gate-panic", "office-panic"]
+        assert all(p["delivered"] for p in pending)
+        sms = modem.wait_for_messages(2, timeout=20)
+        assert len(sms) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -35,9 +36,10 @@ def test_seq_is_gapless_and_survives_reopen(tmp_path: Path) -> None:
         rows = box.take(10)
         box.ack([r.rowid for r in rows])
     with Outbox(path, keep_acked=0) as box:
-        assert commit(box) == 4
+        assert commit(box, Lane.EVENT, "restore") == 4
         box.ack([r.rowid for r in box.take(10)])
-        assert box.stats().acked_kept == 0
+        # The three alarms nobody acknowledged are kept (see the pruning test below).
+        assert box.stats().acked_kept == 3
         assert commit(box) == 5
 
 
@@ -134,7 +136,7 @@ def test_budget_evicts_acked_then_oldest_bulk_and_never_alarms(tmp_path: Path) -
 def test_acked_rows_are_pruned_beyond_keep_acked(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite3", keep_acked=5) as box:
         for _ in range(20):
-            commit(box)
+            commit(box, Lane.EVENT, "restore")
         box.ack([r.rowid for r in box.take(20)])
         stats = box.stats()
         assert stats.acked_kept == 5
@@ -229,3 +231,56 @@ def test_a_reserve_for_alarms_is_kept_and_snapshots_wait_while_it_cannot_be(
         box.reserve_path.rmdir()  # room again: the reserve comes back first
         box.put_bulk("snapshot/e/cam", b"j" * 100)
         assert box.reserve_path.stat().st_size == 64 * 1024
+
+
+def test_pruning_keeps_the_alarms_nobody_acknowledged(tmp_path: Path) -> None:
+    """keep_acked bounds delivered history, but a restarted gateway must find the alarms it
+    still has to watch for an acknowledgement: those are not pruned (the newest 256)."""
+    with Outbox(tmp_path / "outbox.sqlite3", keep_acked=0) as box:
+        def commit(event_id: str, event_type: str) -> None:
+            lane = Lane.ALARM if event_type == "alarm" else Lane.EVENT
+            box.commit_event(lane, lambda seq: EventDraft(event_id, event_type, "event",
+                                                          b"{}"))
+
+        commit("a1", "alarm")
+        commit("r1", "restore")
+        commit("a2", "alarm")
+        box.put_bulk("snapshot/a1/cam", b"\xff\xd8" + b"x" * 100)
+        box.ack([r.rowid for r in box.take(10)])
+        st = box.stats()
+        assert (st.waiting, st.acked_kept) == (0, 2)
+        assert box.find_event("a1") is not None and box.find_event("r1") is None
+        # Acknowledged: the next prune may take it.
+        box.record_ack("a1", "c-1", "张警官", None, "2026-12-01T00:00:00Z")
+        commit("r2", "restore")
+        box.ack([r.rowid for r in box.take(10)])
+        assert box.find_event("a1") is None and box.find_event("a2") is not None
+        assert box.stats().acked_kept == 1
+
+
+def test_alarms_to_watch_again_are_those_not_acknowledged_nor_finished_escalating(
+        tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite3") as box:
+        def commit_doc(event_id: str, event_type: str, **detail: str) -> None:
+            doc = json.dumps({"id": event_id, "type": event_type, "detail": detail}).encode()
+            lane = Lane.ALARM if event_type == "alarm" else Lane.EVENT
+            box.commit_event(lane, lambda seq: EventDraft(event_id, event_type, "event", doc))
+
+        for eid in ("acked", "finished", "cut-short", "waiting", "delivered"):
+            commit_doc(eid, "alarm")
+        box.record_ack("acked", "c-1", "张警官", None, "2026-12-01T00:00:00Z")
+        commit_doc("e1", "escalation", step="sounder_on", for_event="finished")
+        commit_doc("e2", "escalation", step="sms_sent", for_event="finished")
+        # A SIGKILL between the sounder and the SMS: that escalation is done again.
+        commit_doc("e3", "escalation", step="sounder_on", for_event="cut-short")
+        rows = box.take(100)
+        box.ack([r.rowid for r in rows if r.event_id != "waiting"])
+        sms_steps = frozenset({"sms_sent", "sms_failed"})
+        got = [(doc["id"], delivered) for doc, delivered
+               in box.unanswered_events(frozenset({"alarm"}), sms_steps)]
+        assert got == [("cut-short", True), ("waiting", False), ("delivered", True)]
+        # Without a modem the sounder is the last step.
+        got = [doc["id"] for doc, _ in box.unanswered_events(
+            frozenset({"alarm"}), frozenset({"sounder_on", "sounder_failed"}))]
+        assert got == ["waiting", "delivered"]
+        assert box.delivered(["waiting", "delivered", "gone"]) == {"delivered", "gone"}
