@@ -241,6 +241,8 @@ class ChaosResult:
     unpaired_faults: dict[str, int] = field(default_factory=dict)
     """Device -> `fault` events minus `fault_cleared` events, where not zero."""
     alarm_latency_up_ms: list[float] = field(default_factory=list)
+    worst_up: list[tuple[float, int]] = field(default_factory=list)
+    """The slowest alarms with the link up: (ms, seq), slowest first (for the log)."""
     """Alarms committed while the uplink was up (device faults included)."""
     alarm_latency_all_ms: list[float] = field(default_factory=list)
     alarm_latency_fault_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -853,6 +855,7 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
     spans = [(w[0], w[1], str(w[2]) if len(w) > 2 else "fault")
              for w in windows]
     up: list[float] = []
+    worst_up: list[tuple[float, int]] = []
     every: list[float] = []
     by_fault: dict[str, list[float]] = {}
     for e in events:
@@ -866,10 +869,12 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
             by_fault.setdefault(kind, []).append(ms)
         if during <= DEVICE_FAULTS:
             up.append(ms)
+            worst_up.append((ms, int(e["seq"])))
     return ChaosResult(seed=0, duration_s=0.0, faults={}, presses=0, refused=0,
                        committed=committed, delivered=len(events), lost=lost,
                        seq_twice=seq_twice, gaps=gaps, redelivered=0,
                        alarm_latency_up_ms=up, alarm_latency_all_ms=every,
+                       worst_up=sorted(worst_up, reverse=True)[:5],
                        alarm_latency_fault_ms=by_fault,
                        device_faults=sum(1 for e in events if e.get("type") == "fault"),
                        unpaired_faults={d: n for d, n in balance.items() if n})
@@ -1048,6 +1053,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
     result = ChaosRun(workdir, args.duration, args.seed, keepalive_s=args.keepalive).run()
     print(result.summary(), flush=True)
+    if args.verbose and result.worst_up:
+        print("slowest alarms with the link up: " + ", ".join(
+            f"seq {seq} {ms:.0f} ms" for ms, seq in result.worst_up), flush=True)
     if not result.ok:
         if result.lost:
             print(f"lost seqs: {result.lost[:50]}", flush=True)
