@@ -303,6 +303,16 @@ def test_any_camera_answer_gives_a_picture_or_a_camera_error_in_time(
 JPEG_OK = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
 
 
+def capture_traced(cam: HttpCamera, server: RawCamera) -> tuple[Picture | BaseException, int]:
+    """The capture's outcome and the most memory Python held meanwhile, in bytes."""
+    tracemalloc.start()
+    try:
+        outcome = capture_within(cam, server, GRACE_S)
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize(("answer", "reason"), [
     # A chunked body that never ends.
     (Answer((JPEG_OK + b"Transfer-Encoding: chunked\r\n\r\n",), "flood",
@@ -314,12 +324,7 @@ def test_an_endless_body_is_cut_at_max_bytes_in_any_framing(answer: Answer, reas
     limit = 1024 * 1024
     with RawCamera([answer]) as server:
         cam = HttpCamera(cam_settings(server.url, login=False, max_bytes=limit, timeout_s=10.0))
-        tracemalloc.start()
-        try:
-            outcome = capture_within(cam, server, GRACE_S)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        outcome, peak = capture_traced(cam, server)
     assert isinstance(outcome, CameraError), outcome
     assert outcome.reason == reason
     assert f"max_bytes ({limit})" in outcome.message
@@ -334,12 +339,7 @@ def test_headers_are_bounded_too() -> None:
     line = b"X-Junk: " + b"j" * 60000 + b"\r\n"
     with RawCamera([Answer((JPEG_OK,), "flood", line)]) as server:
         cam = HttpCamera(cam_settings(server.url, login=False, timeout_s=10.0))
-        tracemalloc.start()
-        try:
-            outcome = capture_within(cam, server, GRACE_S)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        outcome, peak = capture_traced(cam, server)
     assert isinstance(outcome, CameraError), outcome
     assert outcome.reason == "http_error"
     assert "more than 100 headers" in outcome.message
