@@ -370,9 +370,9 @@ class Service:
         A restart (a crash, a power blip) must not leave an alarm unwatched: one still
         waiting for its PUBACK is watched whatever its age (the platform does not know of
         it; its timers start now when it is from before a reboot); one the broker has,
-        with no acknowledgement and no escalation recorded, only when it is from this
-        boot and recent (younger than twice ack_timeout_s), so that turning escalation on
-        does not text the duty phone about last week's alarms."""
+        only when it is from this boot and recent (younger than twice ack_timeout_s), so
+        that turning escalation on does not text the duty phone about last week's alarms.
+        Neither when it was acknowledged or its escalation reached its last step."""
         now = mono_ns()
         restored: list[str] = []
         # An escalation cut short (the sounder on, then a SIGKILL before the SMS) is done

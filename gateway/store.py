@@ -64,6 +64,9 @@ PRUNE_BATCH = 64
 OVERLAY_WARN = 1000
 #: Delivered alarms without an acknowledgement kept from pruning (the newest ones).
 PROTECT_UNANSWERED = 256
+#: The rowids of those alarms (one parameter: PROTECT_UNANSWERED).
+_UNANSWERED = ("SELECT rowid FROM outbox WHERE state=2 AND event_type='alarm' AND event_id"
+               " NOT IN (SELECT event_id FROM acks) ORDER BY rowid DESC LIMIT ?")
 
 
 class Lane(IntEnum):
@@ -377,12 +380,12 @@ class Outbox:
             except sqlite3.OperationalError as exc:
                 if _is_full(exc):
                     self._no_room("an event", exc)
-                if attempt == 1 and _is_full(exc):
-                    log.error("store %s: disk full while committing an event; releasing the"
-                              " reserve, evicting bulk rows and retrying", self.path)
-                    self._release_reserve()
-                    self._evict_for_disk()
-                    continue
+                    if attempt == 1:
+                        log.error("store %s: disk full while committing an event; releasing"
+                                  " the reserve, evicting bulk rows and retrying", self.path)
+                        self._release_reserve()
+                        self._evict_for_disk()
+                        continue
                 raise StoreError(f"store {self.path}: cannot commit event: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self.path}: cannot commit event: {exc}") from exc
@@ -686,9 +689,10 @@ class Outbox:
                 return
             try:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                cur = db.execute("DELETE FROM outbox WHERE state=? OR (lane=? AND state=?)",
-                                 (State.ACKED, Lane.BULK, State.READY))
-                evicted = cur.rowcount - self._acked
+                evicted = db.execute("DELETE FROM outbox WHERE lane=? AND state=?",
+                                     (Lane.BULK, State.READY)).rowcount
+                db.execute(f"DELETE FROM outbox WHERE state=? AND rowid NOT IN ({_UNANSWERED})",
+                           (State.ACKED, PROTECT_UNANSWERED))
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:
                 log.error("store %s: could not free space: %s", self.path, exc)
@@ -764,6 +768,7 @@ class Outbox:
         if self._sync != "NORMAL":
             db.execute("PRAGMA synchronous=NORMAL")
             self._sync = "NORMAL"
+        newly_acked, pruned, freed = 0, 0, 0
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -774,11 +779,11 @@ class Outbox:
                     if state == State.ACKED:
                         cur = db.execute("UPDATE outbox SET state=?, acked_at=? WHERE rowid=?"
                                          " AND state!=?", (State.ACKED, now, rowid, State.ACKED))
-                        self._acked += cur.rowcount
+                        newly_acked += cur.rowcount
                     else:
                         db.execute("UPDATE outbox SET state=? WHERE rowid=?", (state, rowid))
-                if any(state == State.ACKED for state in pending.values()):
-                    self._prune(db)
+                if newly_acked:
+                    pruned, freed = self._prune(db, self._acked + newly_acked)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -798,6 +803,9 @@ class Outbox:
                           " disk space; a restart now sends them again", self.path,
                           len(self._overlay))
             return len(changes)
+        # Counted once committed: a transaction the full disk rolled back changed nothing.
+        self._acked += newly_acked - pruned
+        self._bytes -= freed
         self._overlay.clear()
         self._after_write(db)
         return len(changes)
@@ -838,24 +846,22 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {what}: {exc}") from exc
 
-    def _prune(self, db: sqlite3.Connection) -> None:
-        """Delete the oldest delivered rows beyond `keep_acked`, in batches.
+    def _prune(self, db: sqlite3.Connection, acked: int) -> tuple[int, int]:
+        """Delete the oldest delivered rows beyond `keep_acked`, in batches; `acked`: how
+        many delivered rows there are. Returns (rows deleted, bytes freed).
 
         The last PROTECT_UNANSWERED alarms the platform has not acknowledged are kept
         whatever `keep_acked` says: a restarted gateway finds in them the alarms it must
         still watch for an acknowledgement (gateway.escalation)."""
-        excess = self._acked - self.keep_acked
+        excess = acked - self.keep_acked
         # Pruned in batches: one delete per PRUNE_BATCH acks, not one per ack.
         if not (excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH)):
-            return
+            return 0, 0
         victims = db.execute(
-            "SELECT rowid, size FROM outbox WHERE state=? AND rowid NOT IN (SELECT rowid FROM"
-            " outbox WHERE state=? AND event_type='alarm' AND event_id NOT IN (SELECT event_id"
-            " FROM acks) ORDER BY rowid DESC LIMIT ?) ORDER BY rowid LIMIT ?",
-            (State.ACKED, State.ACKED, PROTECT_UNANSWERED, excess)).fetchall()
+            f"SELECT rowid, size FROM outbox WHERE state=? AND rowid NOT IN ({_UNANSWERED})"
+            " ORDER BY rowid LIMIT ?", (State.ACKED, PROTECT_UNANSWERED, excess)).fetchall()
         db.executemany("DELETE FROM outbox WHERE rowid=?", [(r[0],) for r in victims])
-        self._acked -= len(victims)
-        self._bytes -= sum(r[1] for r in victims)
+        return len(victims), sum(r[1] for r in victims)
 
     def recover_disk(self) -> bool:
         """Try to leave the full-disk state: put the reserve back and write the overlay.
