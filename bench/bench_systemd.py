@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 from gateway.config import load_config  # noqa: E402
 from gateway.control import request  # noqa: E402
 from gateway.drivers import InputChange  # noqa: E402
-from gateway.sdnotify import Notifier  # noqa: E402
 from gateway.service import Service, socket_path  # noqa: E402
+from gateway.systemd.notify import Notifier  # noqa: E402
 from hw_sim.broker import Mosquitto  # noqa: E402
 
 CONFIG = """

@@ -37,7 +37,7 @@ from typing import Any
 
 from gateway.clock import mono_ns
 from gateway.config import load_config
-from gateway.config_modbus import cycle_wire_s, plan_reads
+from gateway.config.modbus import cycle_wire_s, plan_reads
 from gateway.service import Service
 from hw_sim.broker import Mosquitto
 from hw_sim.modbus import DEFAULT_TURNAROUND_S, SimModbus

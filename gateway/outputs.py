@@ -32,7 +32,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.wait import wait_exponential
 
 from gateway.clock import mono_ns
-from gateway.config_outputs import LinkSettings, OutputSettings
+from gateway.config.outputs import LinkSettings, OutputSettings
 from gateway.drivers import FaultChange
 from gateway.engine import Committed
 from gateway.errors import HardwareError, ModbusError, OutputError

@@ -119,7 +119,7 @@ MODEM_CHECK_S = 5.0
 #: no SIM, no network, or the network refuses every SMS (+CMS ERROR: 500).
 MODEM_FAILURES: tuple[SimFault, ...] = ("silent", "no_sim", "not_registered", "cms_500")
 #: A modem check gives up on a silent modem after about 12 s (AT, resynchronising, two
-#: probes: gateway/drivers/modem.py), so a silence shorter than that goes unnoticed.
+#: probes: gateway/drivers/modem/), so a silence shorter than that goes unnoticed.
 MODEM_SILENT_S = (18.0, 24.0)
 #: The share of alarms the platform's operator leaves unanswered, so that alarms escalate
 #: for want of an acknowledgement while the uplink is fine (`no_ack`). Which ones comes from
@@ -819,11 +819,11 @@ class ChaosRun:
         return result
 
 
-#: The store's log line for an eviction under the byte budget (gateway/store.py).
+#: The store's log line for an eviction under the byte budget (gateway/store/).
 _EVICTED = re.compile(r"store budget of \d+ bytes reached: evicted (\d+) waiting bulk rows")
-#: The snapshot lane's log line for a picture the store would not take (gateway/snapshots.py).
+#: The snapshot lane's log line for a picture the store would not take (gateway/snapshots/).
 _REFUSED = re.compile(r"camera \S+: cannot store ")
-#: The alarm's seq in an escalation SMS (gateway/escalation.py, sms_text).
+#: The alarm's seq in an escalation SMS (gateway/police/escalation.py, sms_text).
 _SMS_SEQ = re.compile(r"\bseq (\d+)\b")
 
 
@@ -934,7 +934,7 @@ def tally_escalations(events: list[dict[str, Any]], first_arrival_ns: dict[str, 
                       ack_timeout_s: float, unanswered: Collection[str] = (),
                       path_faults: Sequence[tuple[int, int]] = (),
                       modem_faults: Sequence[tuple[int, int]] = ()) -> EscalationTally:
-    """Count the escalations, and check the ones the rules demand (gateway/escalation.py:
+    """Count the escalations, and check the ones the rules demand (gateway/police/escalation.py:
     an alarm escalates once, `uplink_down` when no PUBACK came within uplink_down_s of its
     commit, `no_ack` when no acknowledgement came within ack_timeout_s).
 

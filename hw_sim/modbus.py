@@ -49,7 +49,7 @@ from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServe
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from gateway.config_modbus import (
+from gateway.config.modbus import (
     BusSettings,
     DeviceSettings,
     ModbusPointSettings,
@@ -58,7 +58,7 @@ from gateway.config_modbus import (
     rtu_char_s,
     rtu_gap_s,
 )
-from gateway.config_outputs import OutputSettings
+from gateway.config.outputs import OutputSettings
 from gateway.drivers.modbus import rtu_adu
 from hw_sim.lifeline import die_with_parent
 

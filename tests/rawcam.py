@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.drivers.camera import Camera, Picture
+from gateway.drivers.cameras import Camera, Picture
 
 End = Literal["close", "reset", "stall", "trickle", "flood"]
 ENDS: tuple[End, ...] = ("close", "reset", "stall", "trickle", "flood")

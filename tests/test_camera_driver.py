@@ -20,7 +20,7 @@ from pki import Pki
 from rawcam import Answer, RawCamera, capture_within
 
 from gateway.config import CameraSettings
-from gateway.drivers.camera import (
+from gateway.drivers.cameras import (
     HttpCamera,
     check_jpeg,
     digest_authorization,

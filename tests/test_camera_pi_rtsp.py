@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from gateway.config import CameraSettings
-from gateway.drivers import rtsp
-from gateway.drivers.picamera import PiCamera, unavailable_reason
-from gateway.drivers.rtsp import RtspCamera, ffmpeg_path
+from gateway.drivers.cameras import rtsp
+from gateway.drivers.cameras.picamera import PiCamera, unavailable_reason
+from gateway.drivers.cameras.rtsp import RtspCamera, ffmpeg_path
 from gateway.errors import CameraError
 from hw_sim.camera import SimCamera
 

@@ -9,8 +9,8 @@ from gw import InProcessGateway, write_config
 
 import gateway.clock as clockmod
 from gateway.clock import Clock, clock_sync_state
-from gateway.clockwatch import DEVICE_ID, ClockWatch
 from gateway.drivers import FaultChange
+from gateway.supervision.clock_watch import DEVICE_ID, ClockWatch
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 

@@ -19,7 +19,7 @@ from pki import Pki
 from test_config import alarmgw, base, refused
 
 from gateway.config import load_config
-from gateway.config_modbus import ReadBlock, cycle_wire_s, plan_reads, rtu_char_s, rtu_gap_s
+from gateway.config.modbus import ReadBlock, cycle_wire_s, plan_reads, rtu_char_s, rtu_gap_s
 
 MODBUS: dict[str, Any] = {
     "buses": [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from gateway.diskwatch import DiskWatch
 from gateway.drivers import FaultChange
 from gateway.store import Outbox
+from gateway.supervision.disk_watch import DiskWatch
 
 RESERVE = 256 * 1024
 

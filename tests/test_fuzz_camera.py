@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from rawcam import ENDS, Answer, End, RawCamera, capture_within
 
 from gateway.config import CameraSettings
-from gateway.drivers.camera import HttpCamera, Picture, check_jpeg
+from gateway.drivers.cameras import HttpCamera, Picture, check_jpeg
 from gateway.errors import CameraError
 from hw_sim.broker import Mosquitto
 from hw_sim.camera import render_jpeg

@@ -13,7 +13,7 @@ from gw import GatewayProcess, InProcessGateway, write_config
 from sdsock import NotifySocket
 from test_diagnostics import password_broker
 
-from gateway.logsetup import JournalFormatter, OnChangeLog, SecretFilter
+from gateway.logs import JournalFormatter, OnChangeLog, SecretFilter
 from hw_sim.broker import Mosquitto
 
 WAIT = 10.0
@@ -171,7 +171,7 @@ def test_dead_broker_is_logged_once_not_per_retry(tmp_path: Path,
 
 
 def test_journal_stream_detection_needs_our_stderr() -> None:
-    from gateway.logsetup import stderr_is_journal
+    from gateway.logs import stderr_is_journal
 
     assert not stderr_is_journal({})
     assert not stderr_is_journal({"JOURNAL_STREAM": "garbage"})

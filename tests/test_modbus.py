@@ -19,7 +19,7 @@ from gw import InProcessGateway, write_config
 from modbus_cfg import device, modbus_input, rtu_bus, tcp_bus, write_modbus_config
 
 from gateway.clock import mono_ns
-from gateway.config_modbus import cycle_wire_s, plan_reads
+from gateway.config.modbus import cycle_wire_s, plan_reads
 from gateway.service import Service
 from gateway.uplink.protocol import load_schema
 from hw_sim.broker import Mosquitto

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config_modbus import BusSettings, DeviceSettings, ModbusPointSettings
+from gateway.config.modbus import BusSettings, DeviceSettings, ModbusPointSettings
 from gateway.drivers import FaultChange, InputChange
 from gateway.drivers.modbus import (
     ModbusBus,

@@ -22,8 +22,8 @@ from gw import REPO, GatewayProcess, InProcessGateway, write_config
 from sdsock import NotifySocket
 
 from gateway.control import request
-from gateway.sdnotify import Heartbeat, Notifier
 from gateway.service import socket_path, store_path
+from gateway.systemd.notify import Heartbeat, Notifier
 from hw_sim.broker import Mosquitto
 
 #: Upper bound for anything that takes milliseconds on loopback, in seconds.
@@ -78,7 +78,7 @@ def test_send_errors_are_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFi
     missing = tmp_path / "no-such.sock"
     n = Notifier(str(missing))
     try:
-        with caplog.at_level(logging.DEBUG, logger="gateway.sdnotify"):
+        with caplog.at_level(logging.DEBUG, logger="gateway.systemd.notify"):
             assert n.ready() is False
             assert n.watchdog() is False
             assert n.watchdog() is False

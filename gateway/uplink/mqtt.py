@@ -38,7 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gateway.clock import utc_iso
 from gateway.config import BrokerSettings
 from gateway.errors import UplinkError
-from gateway.logsetup import OnChangeLog
+from gateway.logs import OnChangeLog
 from gateway.store import Lane, Outbox, Row
 from gateway.uplink.protocol import Topics, encode
 

@@ -34,7 +34,7 @@ with atheris.instrument_imports():
     from rawcam import Answer, RawCamera
 
     from gateway.config import CameraSettings
-    from gateway.drivers.camera import (
+    from gateway.drivers.cameras import (
         HttpCamera,
         Picture,
         check_jpeg,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from gateway.clock import Clock, mono_ns
 from gateway.drivers import FaultChange
-from gateway.lookloop import LookLoop
+from gateway.supervision.watch_thread import LookLoop
 
 log = logging.getLogger(__name__)
 

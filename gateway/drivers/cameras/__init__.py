@@ -586,11 +586,11 @@ def make_camera(settings: CameraSettings, *, url: str | None = None) -> Camera:
     if settings.driver in ("http", "sim"):
         return HttpCamera(settings, url=url)
     if settings.driver == "picamera":
-        from gateway.drivers.picamera import PiCamera
+        from gateway.drivers.cameras.picamera import PiCamera
 
         return PiCamera(settings)
     if settings.driver == "rtsp":
-        from gateway.drivers.rtsp import RtspCamera
+        from gateway.drivers.cameras.rtsp import RtspCamera
 
         return RtspCamera(settings)
     raise ValueError(f"camera {settings.id}: unknown driver {settings.driver!r}")

@@ -41,7 +41,7 @@ from typing import Any
 from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.config import CameraSettings, Config
 from gateway.drivers import FaultChange
-from gateway.drivers.camera import Camera, Picture, make_camera
+from gateway.drivers.cameras import Camera, Picture, make_camera
 from gateway.engine import Committed
 from gateway.errors import CameraError, GatewayError
 from gateway.store import Outbox

@@ -2,7 +2,7 @@
 
 Each has `--json` and a meaningful exit code (0 fine, 1 something needs
 attention, 2 bad usage or config, 3 the service is not running).
-`gateway/cli.py` wires them into the `alarmgw` program.
+`gateway/cli/` wires them into the `alarmgw` program.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _print_json(doc: Any, indent: int | None = 2) -> None:
 # -- status ---------------------------------------------------------------------------------
 
 def status(cfg: Config, ask: Ask, as_json: bool) -> int:
-    from gateway.diagnostics import (
+    from gateway.cli.status import (
         offline_status,
         render_offline,
         render_status,
@@ -93,7 +93,7 @@ def _entry_line(e: dict[str, Any], names: dict[str, dict[str, Any]]) -> str:
 def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | None,
                  wait_s: float = 5.0) -> int:
     """Follow the service's input feed until Ctrl-C, `count` entries or `duration` seconds."""
-    from gateway.diagnostics import input_lines
+    from gateway.cli.status import input_lines
 
     try:
         first = ask({"cmd": "input-watch"})
@@ -155,14 +155,14 @@ def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | N
 
 def selftest(load: Callable[[], Config], make_ask: Callable[[Config], Ask],
              as_json: bool) -> int:
-    from gateway.selftest import config_failure, context_for, run_selftest
+    from gateway.cli.selftest import config_failure, context_for, run_selftest
 
     try:
         cfg = load()
     except ConfigError as exc:
         results = config_failure(str(exc))
     else:
-        from gateway.selftest import CheckResult
+        from gateway.cli.selftest import CheckResult
 
         results = [CheckResult("config", "PASS", f"{cfg.path}: {cfg.gateway.site}/"
                                f"{cfg.gateway.id}, {len(cfg.inputs)} inputs, broker"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from gateway.config import InputSettings, Level, _Table
-    from gateway.config_modbus import ModbusSettings
+    from gateway.config.modbus import ModbusSettings
 
 Until = Literal["reset", "restore"]
 

@@ -60,7 +60,7 @@ from pymodbus.pdu.register_message import (
 )
 
 from gateway.clock import mono_ns
-from gateway.config_modbus import (
+from gateway.config.modbus import (
     TIMEOUT_MARGIN_S,
     BusSettings,
     DeviceSettings,

@@ -20,7 +20,7 @@ from gateway import __version__
 from gateway.config import DEFAULT_PATH, CameraSettings, Config, load_config, parse_override
 from gateway.control import request
 from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
-from gateway.logsetup import SecretFilter, setup_logging
+from gateway.logs import SecretFilter, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ EXIT_NOT_RUNNING = 3
 
 
 def _setup_logging(verbose: bool) -> SecretFilter:
-    """Journald-friendly stderr logging (see gateway/logsetup.py)."""
+    """Journald-friendly stderr logging (see gateway/logs.py)."""
     return setup_logging(verbose)
 
 
@@ -162,7 +162,7 @@ def _fmt_lane(name: str, lane: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from gateway import cli_diag
+    from gateway.cli import diagnose as cli_diag
 
     cfg = _load(args)
     return cli_diag.status(cfg, lambda req: _control(cfg, req), args.json)
@@ -186,7 +186,7 @@ def _print_inputs(points: list[dict[str, Any]]) -> None:
 def cmd_inputs(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if args.watch:
-        from gateway import cli_diag
+        from gateway.cli import diagnose as cli_diag
 
         return cli_diag.watch_inputs(lambda req: _control(cfg, req), args.json, args.count,
                                      args.duration)
@@ -292,14 +292,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from gateway import cli_diag
+    from gateway.cli import diagnose as cli_diag
 
     return cli_diag.selftest(lambda: _load(args),
                              lambda cfg: lambda req: _control(cfg, req), args.json)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from gateway import cli_diag
+    from gateway.cli import diagnose as cli_diag
 
     return cli_diag.logs(args)
 
@@ -361,7 +361,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.cli.demo import run_demo
 
     _setup_logging(args.verbose)
     return run_demo(config=Path(args.config) if args.config else None, duration=args.duration)
@@ -391,7 +391,7 @@ SIM_FAULT_MODES = ("ok", "silent", "bad-crc", "exception", "wrong-unit", "flap",
 
 
 def _modbus_summary(cfg: Config) -> dict[str, Any]:
-    from gateway.config_modbus import cycle_wire_s, plan_reads
+    from gateway.config.modbus import cycle_wire_s, plan_reads
 
     buses = []
     for b in cfg.modbus.buses:
@@ -410,7 +410,7 @@ def _modbus_summary(cfg: Config) -> dict[str, Any]:
 
 
 def _print_modbus_config(cfg: Config) -> None:
-    from gateway.config_modbus import cycle_wire_s, plan_reads
+    from gateway.config.modbus import cycle_wire_s, plan_reads
 
     m = cfg.modbus
     if m.buses:
@@ -446,7 +446,7 @@ def _print_modbus_config(cfg: Config) -> None:
 
 
 def _print_outputs(outputs: list[dict[str, Any]]) -> None:
-    from gateway.diagnostics import output_lines
+    from gateway.cli.status import output_lines
 
     lines = output_lines(outputs)
     if lines:
@@ -454,7 +454,7 @@ def _print_outputs(outputs: list[dict[str, Any]]) -> None:
 
 
 def cmd_modbus_scan(args: argparse.Namespace) -> int:
-    from gateway.config_modbus import rtu_char_s
+    from gateway.config.modbus import rtu_char_s
     from gateway.drivers.modbus import (
         FrameRing,
         Link,
@@ -481,7 +481,7 @@ def cmd_modbus_scan(args: argparse.Namespace) -> int:
         if bus.type == "tcp":
             default_units = "1,255"
     elif args.port:
-        from gateway.config_modbus import BusSettings
+        from gateway.config.modbus import BusSettings
 
         bus = BusSettings(id=args.port, type="rtu", port=args.port, baud=args.baud,
                           parity=args.parity, stopbits=args.stopbits, host="", tcp_port=0,
@@ -490,7 +490,7 @@ def cmd_modbus_scan(args: argparse.Namespace) -> int:
         timeout_ms = timeout_ms or max(100, round(40 * rtu_char_s(args.baud, args.parity,
                                                                   args.stopbits) * 1000))
     else:
-        from gateway.config_modbus import BusSettings
+        from gateway.config.modbus import BusSettings
 
         bus = BusSettings(id=args.host, type="tcp", port="", baud=0, parity="N", stopbits=1,
                           host=args.host, tcp_port=args.tcp_port, timeout_ms=timeout_ms or 300,
@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         " faults and clock: PASS or FAIL each (exit 1 on any FAIL)", json_flag=True)
     p = add("logs", cmd_logs, "the service's recent log (journalctl), warnings and worse"
             " unless --all", json_flag=True)
-    from gateway.cli_diag import add_logs_arguments
+    from gateway.cli.diagnose import add_logs_arguments
 
     add_logs_arguments(p)
     p = add("queue", cmd_queue, "what waits for the uplink", json_flag=True)

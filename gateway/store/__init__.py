@@ -852,7 +852,7 @@ class Outbox:
 
         The last PROTECT_UNANSWERED alarms the platform has not acknowledged are kept
         whatever `keep_acked` says: a restarted gateway finds in them the alarms it must
-        still watch for an acknowledgement (gateway.escalation)."""
+        still watch for an acknowledgement (gateway.police.escalation)."""
         excess = acked - self.keep_acked
         # Pruned in batches: one delete per PRUNE_BATCH acks, not one per ack.
         if not (excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH)):

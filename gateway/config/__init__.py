@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from gateway.config_modbus import ModbusSettings, parse_modbus
-from gateway.config_outputs import LinkSettings, OutputSettings, parse_outputs
+from gateway.config.modbus import ModbusSettings, parse_modbus
+from gateway.config.outputs import LinkSettings, OutputSettings, parse_outputs
 from gateway.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/alarmgw/config.toml")

@@ -4,7 +4,7 @@ Start order keeps the promises: the outbox opens first (putting rows left in
 flight back to READY), then the engine, then the uplink (so a latched alarm
 found at start is published at once), then the drivers (whose initial
 readings go through the engine like any change), and the control socket last.
-Only then is systemd told READY=1 (gateway/systemd_link.py).
+Only then is systemd told READY=1 (gateway/systemd/watchdog.py).
 """
 
 from __future__ import annotations
@@ -22,26 +22,26 @@ from types import FrameType
 from typing import Any
 
 from gateway import __version__
+from gateway.cli.status import running_extras
 from gateway.clock import Clock, mono_ns, utc_iso
-from gateway.clockwatch import ClockWatch
 from gateway.config import Config, EscalationSettings
 from gateway.control import SOCKET_NAME, ControlServer
-from gateway.diagnostics import running_extras
-from gateway.diskwatch import DiskWatch
-from gateway.dispatch import CommandDispatcher
-from gateway.drills import DrillLog
 from gateway.drivers.gpio import GpioInputs, make_pin_factory
 from gateway.drivers.modbus import ModbusInputs
 from gateway.drivers.modem import Modem
 from gateway.engine import Committed, Engine
 from gateway.errors import CameraError, GatewayError, StoreError
-from gateway.escalation import ESCALATING_TYPES, Escalation
 from gateway.events import PROTOCOL_VERSION, Point
-from gateway.inputwatch import InputFeed
 from gateway.outputs import Outputs
+from gateway.police.dispatcher import CommandDispatcher
+from gateway.police.drills import DrillLog
+from gateway.police.escalation import ESCALATING_TYPES, Escalation
 from gateway.snapshots import SnapshotLane
 from gateway.store import Outbox, Row
-from gateway.systemd_link import SystemdLink
+from gateway.supervision.clock_watch import ClockWatch
+from gateway.supervision.disk_watch import DiskWatch
+from gateway.supervision.input_feed import InputFeed
+from gateway.systemd.watchdog import SystemdLink
 from gateway.uplink.commands import Command, Refusal
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GatewayError
-from gateway.sdnotify import Heartbeat, Notifier
+from gateway.systemd.notify import Heartbeat, Notifier
 
 if TYPE_CHECKING:
     from gateway.service import Service

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from gateway.clock import mono_ns
 from gateway.drivers import FaultChange
-from gateway.lookloop import LookLoop
 from gateway.store import Outbox
+from gateway.supervision.watch_thread import LookLoop
 
 log = logging.getLogger(__name__)
 
