@@ -17,10 +17,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-
-from gateway.config import ClockSource
+from typing import Literal
 
 log = logging.getLogger(__name__)
+
+#: How the gateway tells whether its wall clock is synchronised (`clock.sync_source` in the
+#: config): 'kernel' asks the kernel (adjtimex, or systemd-timesyncd's flag file), the two
+#: 'assume-' values are for tests and for sites that know better.
+ClockSource = Literal["kernel", "assume-synced", "assume-unsynced"]
 
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 

@@ -354,7 +354,11 @@ def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
     if modem_port is not None and command_key is not None:
         key_file = directory.resolve() / "command.key"
         directory.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(command_key.hex() + "\n", encoding="ascii")
+        # Readable by its owner only, as the gateway requires of a key file.
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(command_key.hex() + "\n")
         lines += ["", "[[outputs]]", 'id = "sounder"', 'name = "sounder"', 'location = "chaos"',
                   "gpio = 24",
                   "", "[commands]", f'key_file = "{key_file}"',

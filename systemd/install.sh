@@ -16,6 +16,9 @@
 #   /etc/alarmgw/config.toml                     from examples/config.toml, mode 0640
 #                                                root:alarmgw, never overwritten
 #   /etc/alarmgw/config.toml.example             the example of this version, always replaced
+#   (not created: the key files the config names, e.g. /etc/alarmgw/gw-01.key and command.key;
+#    install them 0600 owned by alarmgw: the service refuses a key file that group or others
+#    may read, and this script warns about /etc/alarmgw/*.key files that are)
 #   /var/lib/alarmgw                             the outbox (0750 alarmgw:alarmgw)
 #   /etc/systemd/system/alarmgw.service          enabled; started when the config is valid
 #
@@ -229,6 +232,12 @@ if [ -e "$CONFIG" ]; then
   if [ -n "$(find "$CONFIG" -perm -o+r)" ]; then
     say "warning: $CONFIG is readable by everyone; it may hold the broker password: chmod 0640 it"
   fi
+  for key in "$ETC"/*.key; do
+    [ -f "$key" ] || continue
+    if [ -n "$(find "$key" -perm /077)" ]; then
+      say "warning: group or others may read $key; alarmgw refuses such a key file: chmod 600 $key && chown $NAME $key"
+    fi
+  done
 else
   install -m 0640 -o 0 -g "$gid" "$SRC/examples/config.toml" "$CONFIG"
   created=1

@@ -2,7 +2,9 @@
 
 Everything is generated with the ``cryptography`` package into a directory the test owns:
 EC P-256 keys, certificates valid from a day ago to 30 days ahead, DNS names as DNSName SANs
-and IP addresses as IPAddress SANs. Private keys are written with mode 0600.
+and IP addresses as IPAddress SANs. Private keys are written with mode 0600, as the gateway
+requires of its key files (it refuses one that group or others may read); so is a command
+key written with :func:`write_key_file`.
 
 Typical use::
 
@@ -71,15 +73,27 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def write_key_file(path: Path, data: bytes | str) -> Path:
+    """Write a secret (a private key, the platform's command key) readable by its owner only.
+
+    The mode is set on the file itself, not left to the umask: the gateway refuses a key file
+    that group or others may read (``broker.tls.key``, ``commands.key_file``).
+    """
+    raw = data.encode("ascii") if isinstance(data, str) else data
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        f.write(raw)
+    return path
+
+
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    write_key_file(path, pem)
 
 
 def _write_cert(cert: x509.Certificate, path: Path) -> None:

@@ -22,19 +22,24 @@ compares measured latencies with it.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from gateway.config import CameraSettings, InputKind, _Table
+from gateway.config._fields import POINT_ID, TomlTable, empty_table
+from gateway.config.cameras import CameraSettings, camera_refs
+from gateway.config.inputs import INPUT_KINDS, Contact, InputKind
+
+__all__ = [
+    "BAUD_RATES", "FUNCTION_CODE", "MAX_BITS_PER_READ", "MAX_REGISTERS_PER_READ",
+    "MERGE_GAP_BITS", "MERGE_GAP_REGISTERS", "TABLES", "TABLE_NAMES", "TIMEOUT_MARGIN_S",
+    "BusSettings", "BusType", "Contact", "DeviceSettings", "ModbusPointSettings",
+    "ModbusSettings", "Parity", "ReadBlock", "Table", "cycle_wire_s", "parse_modbus",
+    "plan_reads", "rtu_char_s", "rtu_gap_s",
+]
 
 BusType = Literal["rtu", "tcp"]
 Parity = Literal["N", "E", "O"]
 Table = Literal["di", "coil", "ir", "hr"]
-Contact = Literal["NO", "NC"]
-
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 TABLES: tuple[Table, ...] = ("di", "coil", "ir", "hr")
@@ -275,14 +280,12 @@ def cycle_wire_s(bus: BusSettings, blocks: list[ReadBlock], turnaround_s: float 
 
 # -- parsing ---------------------------------------------------------------------
 
-def parse_modbus(root: _Table, input_tables: list[_Table], taken: dict[str, str],
+def parse_modbus(root: TomlTable, input_tables: list[TomlTable], taken: dict[str, str],
                  cameras: tuple[CameraSettings, ...] = ()) -> ModbusSettings:
     """Read [modbus], [[modbus.buses]], [[modbus.devices]] and the `[[inputs]]` tables that
     have a `modbus` key. `taken` maps ids already used (GPIO inputs) to their keys; every
     id used here is added to it. `cameras`: the configured cameras, which inputs may name."""
-    from gateway.config import _empty
-
-    m = root.table("modbus") or _empty(root.path, "modbus")
+    m = root.table("modbus") or empty_table(root.path, "modbus")
     m.expect("simulator", "fail_after", "probe_interval_s", "buses", "devices")
     simulator = m.flag("simulator", False)
     fail_after = m.integer("fail_after", 3, min=1, max=100)
@@ -294,7 +297,7 @@ def parse_modbus(root: _Table, input_tables: list[_Table], taken: dict[str, str]
         raise input_tables[0].error("modbus", "no Modbus bus is configured: add a"
                                     " [[modbus.buses]] and a [[modbus.devices]] for the module")
 
-    pending: list[tuple[_Table, dict[str, object]]] = []
+    pending: list[tuple[TomlTable, dict[str, object]]] = []
     for t in bus_tables:
         pending.append((t, _parse_bus_head(t, taken)))
     devices = [_parse_device(t, {str(b["id"]): b for _, b in pending}, taken)
@@ -324,23 +327,23 @@ def parse_modbus(root: _Table, input_tables: list[_Table], taken: dict[str, str]
                           devices=tuple(devices), points=points)
 
 
-def _claim(t: _Table, key: str, value: str, taken: dict[str, str]) -> None:
+def _claim(t: TomlTable, key: str, value: str, taken: dict[str, str]) -> None:
     if value in taken:
         raise t.error(key, f"{value!r} is already used by {taken[value]}: ids of inputs,"
                       " outputs, buses and devices name events and must all differ")
     taken[value] = t.prefix
 
 
-def _parse_bus_head(t: _Table, taken: dict[str, str]) -> dict[str, object]:
+def _parse_bus_head(t: TomlTable, taken: dict[str, str]) -> dict[str, object]:
     t.expect("id", "type", "port", "baud", "parity", "stopbits", "host", "timeout_ms",
              "poll_interval_ms")
-    bus_id = t.text("id", pattern=_ID, required=True)
+    bus_id = t.text("id", pattern=POINT_ID, required=True)
     _claim(t, "id", bus_id, taken)
     bus_type: BusType = t.choice("type", ("rtu", "tcp"))
     return {"id": bus_id, "type": bus_type}
 
 
-def _finish_bus(t: _Table, head: dict[str, object], devices: list[DeviceSettings],
+def _finish_bus(t: TomlTable, head: dict[str, object], devices: list[DeviceSettings],
                 points: tuple[ModbusPointSettings, ...]) -> BusSettings:
     bus_id = str(head["id"])
     bus_type: BusType = "rtu" if head["type"] == "rtu" else "tcp"
@@ -390,10 +393,10 @@ def _finish_bus(t: _Table, head: dict[str, object], devices: list[DeviceSettings
                        poll_interval_ms=interval)
 
 
-def _parse_device(t: _Table, buses: dict[str, dict[str, object]], taken: dict[str, str]
+def _parse_device(t: TomlTable, buses: dict[str, dict[str, object]], taken: dict[str, str]
                   ) -> DeviceSettings:
     t.expect("id", "bus", "unit", "name", "location")
-    dev_id = t.text("id", pattern=_ID, required=True)
+    dev_id = t.text("id", pattern=POINT_ID, required=True)
     _claim(t, "id", dev_id, taken)
     bus = t.text("bus", required=True)
     if bus not in buses:
@@ -404,14 +407,12 @@ def _parse_device(t: _Table, buses: dict[str, dict[str, object]], taken: dict[st
         raise t.error("unit", f"{unit} is not a unit id an RTU bus can address: use 1 to 247"
                       " (0 is broadcast), as set on the module's address switches")
     return DeviceSettings(id=dev_id, bus=bus, unit=unit,
-                          name=t.text("name", f"Modbus unit {unit} on {bus}"),
-                          location=t.opt_str("location") or "")
+                          name=t.label("name", f"Modbus unit {unit} on {bus}"),
+                          location=t.label("location", ""))
 
 
-def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str, str],
+def _parse_point(t: TomlTable, devices: dict[str, DeviceSettings], taken: dict[str, str],
                  cameras: tuple[CameraSettings, ...] = ()) -> ModbusPointSettings:
-    from gateway.config import _POINT_ID, _camera_refs
-
     for key, why in (("gpio", "give gpio = N (a pin) or modbus = {...} (a module), not both"),
                      ("pull", "applies to GPIO pins; a module's input has its own wiring:"
                       " say contact = \"NO\" or \"NC\""),
@@ -420,9 +421,9 @@ def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str,
         if key in t.data:
             raise t.error(key, why)
     t.expect("id", "name", "location", "kind", "modbus", "contact", "debounce_ms", "cameras")
-    point_id = t.text("id", pattern=_POINT_ID, required=True)
+    point_id = t.text("id", pattern=POINT_ID, required=True)
     _claim(t, "id", point_id, taken)
-    kind: InputKind = t.choice("kind", ("panic", "tamper", "input"))
+    kind: InputKind = t.choice("kind", INPUT_KINDS)
     mt = t.table("modbus", required=True)
     assert mt is not None
     mt.expect("device", "table", "address", "bit")
@@ -443,8 +444,8 @@ def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str,
     mt.done()
     point = ModbusPointSettings(
         id=point_id,
-        name=t.text("name", point_id),
-        location=t.opt_str("location") or "",
+        name=t.label("name", point_id),
+        location=t.label("location", ""),
         kind=kind,
         device=dev_id,
         bus=dev.bus,
@@ -454,7 +455,7 @@ def _parse_point(t: _Table, devices: dict[str, DeviceSettings], taken: dict[str,
         bit=bit,
         contact=t.choice("contact", ("NO", "NC"), "NO"),
         debounce_ms=t.integer("debounce_ms", 0, min=0, max=5000),
-        cameras=_camera_refs(t, cameras),
+        cameras=camera_refs(t, cameras),
     )
     t.done()
     return point

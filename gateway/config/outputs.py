@@ -15,11 +15,11 @@ output follows exactly what the platform is told.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from gateway.config import InputSettings, Level, _Table
-    from gateway.config.modbus import ModbusSettings
+from gateway.config._fields import POINT_ID, TomlTable
+from gateway.config.inputs import GPIO_PINS, InputSettings, Level
+from gateway.config.modbus import ModbusSettings
 
 Until = Literal["reset", "restore"]
 
@@ -64,20 +64,18 @@ class LinkSettings:
     """A drill of one of the inputs fires the link too."""
 
 
-def parse_outputs(root: _Table, inputs: tuple[InputSettings, ...], modbus: ModbusSettings,
+def parse_outputs(root: TomlTable, inputs: tuple[InputSettings, ...], modbus: ModbusSettings,
                   taken: dict[str, str]) -> tuple[tuple[OutputSettings, ...],
                                                    tuple[LinkSettings, ...]]:
     """Read [[outputs]] and [[links]]; `taken` holds every id already used (inputs, buses,
     devices) and gets the outputs' ids."""
-    from gateway.config import _GPIO_PINS, _POINT_ID
-
     outputs: list[OutputSettings] = []
     pins = {i.gpio: f"input {i.id}" for i in inputs}
     coils: dict[tuple[str, int], str] = {}
     devices = {d.id: d for d in modbus.devices}
     for t in root.array_of_tables("outputs"):
         t.expect("id", "name", "location", "gpio", "modbus", "active_level")
-        out_id = t.text("id", pattern=_POINT_ID, required=True)
+        out_id = t.text("id", pattern=POINT_ID, required=True)
         if out_id in taken:
             raise t.error("id", f"{out_id!r} is already used by {taken[out_id]}: ids of inputs,"
                           " outputs, buses and devices name events and must all differ")
@@ -93,7 +91,7 @@ def parse_outputs(root: _Table, inputs: tuple[InputSettings, ...], modbus: Modbu
         level: Level = "high"
         if has_gpio:
             gpio = t.integer("gpio", None, min=-(1 << 31), max=1 << 31)
-            if gpio not in _GPIO_PINS:
+            if gpio not in GPIO_PINS:
                 raise t.error("gpio", f"pin {gpio} is not a usable GPIO: use a BCM number from 2"
                               " to 27")
             if gpio in pins:
@@ -119,8 +117,8 @@ def parse_outputs(root: _Table, inputs: tuple[InputSettings, ...], modbus: Modbu
             coils[(device, address)] = out_id
             mt.done()
         dev = devices[device] if device is not None else None
-        outputs.append(OutputSettings(id=out_id, name=t.text("name", out_id),
-                                      location=t.opt_str("location") or "", gpio=gpio,
+        outputs.append(OutputSettings(id=out_id, name=t.label("name", out_id),
+                                      location=t.label("location", ""), gpio=gpio,
                                       active_level=level, device=device, address=address,
                                       bus=dev.bus if dev else "", unit=dev.unit if dev else 0))
         t.done()
@@ -159,7 +157,7 @@ def parse_outputs(root: _Table, inputs: tuple[InputSettings, ...], modbus: Modbu
     return tuple(outputs), tuple(links)
 
 
-def _id_list(t: _Table, name: str) -> list[str]:
+def _id_list(t: TomlTable, name: str) -> list[str]:
     value = t.data.get(name)
     t.seen.add(name)
     if value is None:

@@ -62,7 +62,7 @@ def test_sim_press_and_release_a_modbus_button(running: Running) -> None:
     assert running.console.events_of("alarm", "p3")[0]["source"] == "modbus:rs485/3/di2"
     # GPIO-only actions are refused for a Modbus button, clearly.
     res = alarmgw(running.config, "sim", "bounce", "p3")
-    assert res.returncode == 1 and "not for Modbus inputs" in res.stderr
+    assert res.returncode == 2 and "not for Modbus inputs" in res.stderr
 
 
 def test_sim_modbus_fault_breaks_and_mends_a_module(running: Running) -> None:
@@ -84,7 +84,7 @@ def test_sim_modbus_fault_breaks_and_mends_a_module(running: Running) -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "words"), [
-    (("sim", "modbus-fault", "io9", "silent"), 1, ["no Modbus module 'io9'", "io3, io4"]),
+    (("sim", "modbus-fault", "io9", "silent"), 2, ["no Modbus module 'io9'", "io3, io4"]),
     (("sim", "modbus-fault", "io3"), 2, ["give a mode", "bad-crc"]),
     (("sim", "modbus-fault", "io3", "melt"), 2, ["give a mode"]),
     (("sim", "press", "p3", "extra"), 2, ["unexpected argument"]),
@@ -149,7 +149,7 @@ def test_outputs_and_output_by_hand(running: Running) -> None:
     ok(running.config, "output", "sounder", "off")
     assert running.sim.coil("io4", 0) is False
     res = alarmgw(running.config, "output", "siren", "on")
-    assert res.returncode == 1 and "no output 'siren'" in res.stderr
+    assert res.returncode == 2 and "no output 'siren'" in res.stderr
 
 
 # -- modbus-scan: opens the bus itself -----------------------------------------------------------
@@ -219,3 +219,47 @@ def test_scan_does_not_fight_the_service_for_its_port(running: Running) -> None:
     res = alarmgw(running.config, "modbus-scan", "--bus", "rs485", "--units", "3")
     assert res.returncode == 1
     assert "no other program has the port open" in res.stderr
+
+
+# -- modbus-scan of a simulated bus: where the running service serves it --------------------------
+
+def test_scan_a_simulated_tcp_bus_where_the_running_service_serves_it(running: Running) -> None:
+    """modbus.simulator = true: the TCP module is on a free loopback port that only the
+    running service knows (it used to scan the configured port, 502)."""
+    endpoint = running.sim.endpoints()["lan"]
+    assert isinstance(endpoint, tuple)
+    host, port = endpoint
+    res = alarmgw(running.config, "modbus-scan", "--bus", "lan")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"scanning {host}:{port} for units 1,255" in res.stdout
+    assert f"1 unit(s) answer on {host}:{port}: 1" in res.stdout
+    doc = ok_json(running.config, "modbus-scan", "--bus", "lan", "--units", "1")
+    assert (doc["found"], doc["where"]) == ([1], f"{host}:{port}")
+
+
+def test_scan_a_simulated_bus_without_the_service_says_its_modules_live_there(
+        tmp_path: Path) -> None:
+    config = write_modbus_config(tmp_path / "gw", broker_port=1, buses=[tcp_bus()],
+                                 devices=[device("gym", 1, bus="lan")],
+                                 inputs=[modbus_input("gym-panic", "gym", 1)])
+    res = alarmgw(config, "modbus-scan", "--bus", "lan")
+    assert res.returncode == 3, res
+    assert "bus lan is simulated" in res.stderr
+    assert "exist only inside the running service" in res.stderr
+    assert "alarmgw status" in res.stderr
+    assert "scanning" not in res.stdout  # nothing was scanned at port 502
+    doc = json.loads(alarmgw(config, "modbus-scan", "--bus", "lan", "--json").stdout)
+    assert (doc["ok"], doc["running"], doc["bus"]) == (False, False, "lan")
+
+
+# -- selftest counts every input -------------------------------------------------------------------
+
+def test_selftest_counts_gpio_and_modbus_inputs_alike(running: Running) -> None:
+    """Three Modbus inputs, no GPIO ones: the config line used to say "0 inputs" and the
+    inputs line "3 inputs read"."""
+    res = alarmgw(running.config, "selftest", "--json")
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert ", 3 inputs (0 GPIO, 3 Modbus), broker " in checks["config"]["detail"]
+    assert checks["inputs"]["detail"].startswith("3 inputs read")
+    out = alarmgw(running.config, "selftest").stdout
+    assert re.search(r"^PASS\s+config\s+.*, 3 inputs \(0 GPIO, 3 Modbus\), broker", out, re.M)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gw import password_broker
 from gw import DEFAULT_INPUTS, REPO, InProcessGateway, write_config
 from pki import Pki
 
@@ -347,16 +348,18 @@ def test_selftest_names_the_broker_when_it_is_down(running: Running) -> None:
 
 
 def test_selftest_when_stopped(tmp_path: Path, broker: Mosquitto) -> None:
+    """Every check that can run without the service runs; the exit code says it is not
+    running (3), as status does."""
     config = stopped_with_waiting_alarm(tmp_path, broker)
     broker.start()
-    out = run_text(config, "selftest", code=1)
+    out = run_text(config, "selftest", code=3)
     assert re.search(r"^FAIL\s+service\s+not running: ", out, re.M), out
     assert re.search(r"^\s+-> start it with `systemctl start alarmgw`", out, re.M), out
     assert re.search(r"^PASS\s+store\s+.*outbox\.sqlite3 readable, 1 waiting", out, re.M), out
     assert re.search(r"^PASS\s+broker\s+", out, re.M), out
     for name in ("uplink", "inputs", "faults"):
         assert re.search(rf"^SKIP\s+{name}\s+the service is not running", out, re.M), out
-    doc = run_json(config, "selftest", code=1)
+    doc = run_json(config, "selftest", code=3)
     verdicts = {n: c["verdict"] for n, c in checks(doc).items()}
     assert verdicts == {"config": "PASS", "service": "FAIL", "store": "PASS", "broker": "PASS",
                         "uplink": "SKIP", "inputs": "SKIP", "faults": "SKIP", "clock": "PASS"}
@@ -365,33 +368,24 @@ def test_selftest_when_stopped(tmp_path: Path, broker: Mosquitto) -> None:
 def test_selftest_bad_config(tmp_path: Path) -> None:
     config = write_config(tmp_path / "gw", broker_port=1)
     config.write_text(config.read_text().replace("[broker]", "[broker]\nprot = 1"))
-    out = run_text(config, "selftest", code=1)
+    out = run_text(config, "selftest", code=2)
     assert re.search(r"^FAIL\s+config\s+\S+config\.toml: broker\.prot: unknown key", out,
                      re.M), out
-    doc = run_json(config, "selftest", code=1)
+    doc = run_json(config, "selftest", code=2)
     assert {c["verdict"] for c in doc["checks"][1:]} == {"SKIP"}
 
 
 def test_selftest_store_not_writable(tmp_path: Path, broker: Mosquitto) -> None:
+    # Under /sys nobody may create a directory, root included (a state_dir that is a file
+    # is refused by the config loader: that is a config FAIL, see test_selftest_bad_config).
     config = write_config(tmp_path / "gw", broker_port=broker.port)
-    (tmp_path / "gw" / "state").write_text("a file, not a directory\n")
-    doc = run_json(config, "selftest", code=1)
+    config.write_text(config.read_text().replace('state_dir = "state"',
+                                                 'state_dir = "/sys/alarmgw-test/state"'))
+    doc = run_json(config, "selftest", code=3)  # the service is not running either
     store = checks(doc)["store"]
     assert store["verdict"] == "FAIL"
     assert "state" in store["detail"]
     assert "writable" in store["hint"]
-
-
-def password_broker(workdir: Path, user: str, password: str) -> Mosquitto:
-    mosquitto_passwd = shutil.which("mosquitto_passwd")
-    if mosquitto_passwd is None:
-        pytest.skip("mosquitto_passwd is not installed (Debian package mosquitto)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    pwfile = workdir / "passwd"
-    subprocess.run([mosquitto_passwd, "-c", "-b", str(pwfile), user, password], check=True,
-                   capture_output=True, timeout=30)
-    os.chmod(pwfile, stat.S_IRUSR | stat.S_IWUSR)
-    return Mosquitto(workdir, extra_conf=f"password_file {pwfile}\nallow_anonymous false")
 
 
 @pytest.mark.parametrize("good", [True, False], ids=["right-password", "wrong-password"])
@@ -400,7 +394,7 @@ def test_selftest_authenticates(tmp_path: Path, good: bool) -> None:
     with password_broker(tmp_path / "b", "gw-test", secret) as broker:
         config = write_config(tmp_path / "gw", broker_port=broker.port, broker={
             "username": "gw-test", "password": secret if good else "not-the-password"})
-        doc = run_json(config, "selftest", code=1)  # the service is not running
+        doc = run_json(config, "selftest", code=3)  # the service is not running
     broker_check = checks(doc)["broker"]
     if good:
         assert broker_check["verdict"] == "PASS", broker_check
@@ -419,10 +413,10 @@ def test_selftest_over_mutual_tls(tmp_path: Path, pki: Pki) -> None:
                               broker={"host": "localhost"},
                               tls={"ca": str(pki.ca_cert), "cert": str(pki.client_cert),
                                    "key": str(pki.client_key)})
-        doc = run_json(config, "selftest", code=1)
+        doc = run_json(config, "selftest", code=3)  # the service is not running
         no_cert = write_config(tmp_path / "gw2", broker_port=broker.port,
                                broker={"host": "localhost"}, tls={"ca": str(pki.ca_cert)})
-        refused = run_json(no_cert, "selftest", code=1)
+        refused = run_json(no_cert, "selftest", code=3)
     ok = checks(doc)["broker"]
     assert ok["verdict"] == "PASS", ok
     assert re.match(rf"localhost:{broker.port} TLSv1\.[23] peer \S+, CONNACK Success",
@@ -461,6 +455,26 @@ esac
     script.chmod(0o755)
 
 
+def stand_in_systemctl(bindir: Path, main_pid: int = 812) -> None:
+    """A `systemctl` of a machine where alarmgw.service is installed and running."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    script = bindir / "systemctl"
+    script.write_text(f"""#!/bin/sh
+cat <<'EOF'
+LoadState=loaded
+ActiveState=active
+SubState=running
+Result=success
+ExecMainStatus=0
+NRestarts=0
+StateChangeTimestamp=Fri 2025-11-28 08:00:00 UTC
+MainPID={main_pid}
+User=alarmgw
+EOF
+""")
+    script.chmod(0o755)
+
+
 def env_with_path(bindir: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{bindir}:/usr/bin:/bin"}
 
@@ -469,6 +483,7 @@ def test_logs_maps_its_options_to_journalctl(tmp_path: Path) -> None:
     config = write_config(tmp_path / "gw", broker_port=1)
     record = tmp_path / "argv"
     stand_in_journalctl(tmp_path / "bin", record)
+    stand_in_systemctl(tmp_path / "bin")
     env = env_with_path(tmp_path / "bin")
 
     def argv(*args: str) -> list[str]:
@@ -490,7 +505,9 @@ def test_logs_maps_its_options_to_journalctl(tmp_path: Path) -> None:
 
     res = alarmgw(config, "logs", "--json", env=env)
     assert res.returncode == 0, res
-    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    doc = json.loads(res.stdout)  # one document
+    assert (doc["ok"], doc["unit"]) == (True, "alarmgw.service")
+    recs = doc["entries"]
     assert recs[0] == {"at": "2025-11-28T15:37:04.123Z", "priority": "warning", "pid": "812",
                        "unit": "alarmgw.service",
                        "message": "gateway.uplink.mqtt: uplink: broker 10.0.0.5:8883 refused"
@@ -518,4 +535,68 @@ def test_logs_with_the_real_journalctl(tmp_path: Path) -> None:
     assert "No entries" in res.stdout + res.stderr
     res = alarmgw(config, "logs", "--json", "-D", str(tmp_path / "journal"))
     assert res.returncode == 0, res
-    assert res.stdout == ""
+    doc = json.loads(res.stdout)  # one document, also when there is nothing in it
+    assert (doc["ok"], doc["entries"], doc["directory"]) == (True, [], str(tmp_path / "journal"))
+
+
+def stand_in_systemd_without_the_unit(bindir: Path) -> None:
+    """A machine whose systemd does not know alarmgw.service (the simulator, a laptop):
+    journalctl answers as it does for a unit it never saw."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    (bindir / "systemctl").write_text("#!/bin/sh\necho LoadState=not-found\n")
+    (bindir / "journalctl").write_text("#!/bin/sh\necho '-- No entries --'\n")
+    for name in ("systemctl", "journalctl"):
+        (bindir / name).chmod(0o755)
+
+
+def test_logs_without_a_journal_says_where_the_running_service_logs(running: Running,
+                                                                    tmp_path: Path) -> None:
+    """On the simulator `logs` used to print journalctl's "-- No entries --" (exit 0)."""
+    stand_in_systemd_without_the_unit(tmp_path / "bin")
+    env = env_with_path(tmp_path / "bin")
+    res = alarmgw(running.config, "logs", env=env)
+    assert res.returncode == 1, res
+    assert "No entries" not in res.stdout + res.stderr
+    assert "systemd does not know alarmgw.service" in res.stderr
+    # The service runs in this process (pytest's): its stderr is whatever pytest made it.
+    assert f"the alarmgw running now (pid {os.getpid()}) logs to its stderr, which is" \
+        in res.stderr, res.stderr
+    doc = json.loads(alarmgw(running.config, "logs", "--json", env=env).stdout)
+    assert (doc["ok"], doc["journal"]) == (False, False)
+    assert doc["service"]["pid"] == os.getpid()
+    assert doc["service"]["kind"] in ("file", "terminal", "pipe", "socket", "null")
+    assert doc["service"]["parent"]["pid"] == os.getppid()
+
+
+def test_logs_without_a_journal_and_without_a_service(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "gw", broker_port=1)
+    stand_in_systemd_without_the_unit(tmp_path / "bin")
+    res = alarmgw(config, "logs", env=env_with_path(tmp_path / "bin"))
+    assert res.returncode == 1
+    assert "No entries" not in res.stdout + res.stderr
+    assert "no alarmgw service answers for this config" in res.stderr
+    assert "`alarmgw demo`" in res.stderr and "stderr" in res.stderr
+
+
+@pytest.mark.parametrize("kind", ["file", "null", "pipe"])
+def test_where_a_process_logs_is_read_from_proc(tmp_path: Path, kind: str) -> None:
+    from gateway.cli.logs import describe_stderr
+
+    log = tmp_path / "gw.log"
+    with log.open("w") as f:
+        target = {"file": f, "null": subprocess.DEVNULL, "pipe": subprocess.PIPE}[kind]
+        proc = subprocess.Popen(["sleep", "30"], stderr=target)
+    try:
+        found = describe_stderr(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert found["kind"] == kind, found
+    assert found["parent"]["pid"] == os.getpid()
+    if kind == "file":
+        assert found["stderr"] == str(log)
+        assert f"tail -n 200 {log}" in found["stderr_text"]
+    if kind == "pipe":
+        assert f"pid {os.getpid()}" in found["stderr_text"]

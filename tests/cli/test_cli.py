@@ -3,7 +3,7 @@
 Each command runs as a real `alarmgw` process (`python -m gateway -c CONFIG ...`) that talks
 to an in-process gateway over its control socket; events are checked where the police
 platform sees them, at a PlatformConsole on a real Mosquitto. Without a running service,
-`status` and `inputs` exit 3 and `queue` reads the store on disk.
+`status`, `inputs` and `queue` exit 3 (`queue` after reading the store on disk).
 """
 
 from __future__ import annotations
@@ -181,6 +181,13 @@ def test_test_alarm_reaches_the_platform(running: Running, flags: tuple[str, ...
     assert running.console.events_of("alarm") == []
 
 
+def test_test_alarm_json(running: Running) -> None:
+    """`test-alarm --json` used to be refused with the top-level usage."""
+    doc = ok_json(running.config, "test-alarm", "gate-panic", "--drill")
+    assert (doc["ok"], doc["type"], doc["point"]) == (True, "drill", "gate-panic")
+    assert running.console.wait_for(lambda c: doc["id"] in c.ids, WAIT)
+
+
 def test_sim_press_and_release(running: Running) -> None:
     out = ok(running.config, "sim", "press", "gate-panic")
     assert out.strip() == "gate-panic: ACTIVE"
@@ -203,9 +210,11 @@ def test_sim_on_a_tamper_contact(running: Running) -> None:
                                   ("sim", "press", "no-such-point"),
                                   ("sim", "release", "no-such-point")])
 def test_unknown_point_is_a_clear_error(running: Running, args: tuple[str, ...]) -> None:
+    """An input the config does not have is bad usage (2), known before the service is
+    asked."""
     before = running.gw.service.outbox.stats().next_seq
     res = alarmgw(running.config, *args)
-    assert res.returncode == 1, res
+    assert res.returncode == 2, res
     assert res.stdout == ""
     assert "'no-such-point'" in res.stderr
     assert "gate-panic" in res.stderr  # the message lists the inputs that do exist
@@ -255,7 +264,7 @@ def test_commands_that_need_the_service_exit_3(stopped_config: Path,
 
 def test_queue_without_a_store_says_so(stopped_config: Path) -> None:
     res = alarmgw(stopped_config, "queue")
-    assert res.returncode != 0
+    assert res.returncode == 3
     assert "no store at" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -280,7 +289,9 @@ def test_queue_reads_the_store_when_the_service_is_stopped(tmp_path: Path,
             gw.stop()
     assert not socket_path_of(config).exists()
 
-    res = ok_json(config, "queue")
+    proc = alarmgw(config, "queue", "--json")
+    assert proc.returncode == 3, proc.stderr  # what the store says, and: not running
+    res = json.loads(proc.stdout)
     assert res["running"] is False
     lanes = res["stats"]["lanes"]
     assert set(lanes) == LANES
@@ -295,7 +306,7 @@ def test_queue_reads_the_store_when_the_service_is_stopped(tmp_path: Path,
     assert alarm["topic"] == "event"
 
     human = alarmgw(config, "queue")
-    assert human.returncode == 0, human.stderr
+    assert human.returncode == 3, human.stderr
     assert "not running" in human.stderr
     assert "reading the store directly" in human.stderr
     assert human.stdout.startswith("2 waiting: ")

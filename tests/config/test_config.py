@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from gw import REPO
-from pki import Pki
+from pki import Pki, write_key_file
 
 from gateway.config import Config, load_config, parse_override
 from gateway.errors import ConfigError
@@ -620,8 +620,7 @@ def test_example_sim_config_loads() -> None:
 
 def test_example_config_is_valid_when_its_files_exist(pki: Pki, tmp_path: Path) -> None:
     path = REPO / "examples" / "config.toml"
-    key = tmp_path / "command.key"
-    key.write_text("ab" * 32)
+    key = write_key_file(tmp_path / "command.key", "ab" * 32)
     cfg: Config = load_config(path, overrides={
         "broker.tls.ca": str(pki.ca_cert),
         "broker.tls.cert": str(pki.client_cert),

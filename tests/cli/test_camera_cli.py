@@ -182,10 +182,10 @@ def test_sim_camera_refuses_an_unknown_mode_and_camera(
         simulated: tuple[Path, InProcessGateway, PlatformConsole]) -> None:
     config, _, _ = simulated
     res = alarmgw(config, "sim", "camera", "sim-cam", "melt")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "unknown camera mode 'melt'" in res.stderr and "endless" in res.stderr
     res = alarmgw(config, "sim", "camera", "yard-cam", "500")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "no simulated camera 'yard-cam'" in res.stderr and "sim-cam" in res.stderr
     res = alarmgw(config, "sim", "press", "gate-panic", "500")
     assert res.returncode == 2
@@ -209,3 +209,14 @@ def test_the_snapshot_jpeg_is_the_cameras_picture(tmp_path: Path, ipcam: SimCame
     assert doc["bytes"] == len(data) and doc["file"] == str(tmp_path / "a.jpg")
     assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
     assert Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+def test_the_cli_knows_the_simulators_modes() -> None:
+    """`sim camera` and `sim modbus-fault` check the mode from the config side (exit 2): the
+    CLI may not import the simulator, so it keeps its own lists; they must be the same."""
+    from gateway.cli.hardware_commands import SIM_CAMERA_MODES, SIM_FAULT_MODES
+    from hw_sim.camera import MODES
+    from hw_sim.modbus import FAULT_MODES
+
+    assert SIM_CAMERA_MODES == MODES
+    assert SIM_FAULT_MODES == FAULT_MODES

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from gw import REPO
 from modbus_cfg import toml_value
-from pki import Pki
+from pki import Pki, write_key_file
 from test_config import alarmgw, base, refused
 
 from gateway.config import load_config
@@ -315,8 +315,7 @@ def test_example_configs_have_modbus_outputs_and_links(pki: Pki, tmp_path: Path)
     assert {b.type for b in sim.modbus.buses} == {"rtu", "tcp"}
     assert len([d for d in sim.modbus.devices if d.bus == "rs485"]) == 2
     assert sim.outputs and sim.links
-    key = tmp_path / "command.key"
-    key.write_text("ab" * 32)
+    key = write_key_file(tmp_path / "command.key", "ab" * 32)
     real = load_config(REPO / "examples" / "config.toml", overrides={
         "broker.tls.ca": str(pki.ca_cert), "broker.tls.cert": str(pki.client_cert),
         "broker.tls.key": str(pki.client_key), "commands.key_file": str(key)})

@@ -71,6 +71,8 @@ def test_canonical_form_is_sorted_compact_utf8_without_sig() -> None:
     (b"[" * 100_000 + b"]" * 100_000, "malformed"),
     (b'{"v": 1, "id": "x", "op": "ping", "issued_at": "' + b"x" * 20_000 + b'"}', "malformed"),
     (cmd(v=2), "malformed"),
+    (cmd(v=True), "malformed"),  # a JSON boolean is not the integer 1
+    (cmd(v=1.0), "malformed"),
     (cmd(cid="has space"), "malformed"),
     (cmd(issued_at="yesterday"), "malformed"),
     (cmd(args=["x"]), "malformed"),  # type: ignore[arg-type]
@@ -447,3 +449,42 @@ def test_check_config_shows_the_police_loop_without_its_secrets(tmp_path: Path) 
                         capture_output=True, text=True, timeout=60, check=False).stdout
     assert "+8613912345678" not in js and "*********5678" in js
     assert KEY.hex() not in res.stdout + js
+
+
+@pytest.mark.parametrize(("bad", "answered_id"), [
+    ({"id": 5}, None), ({"id": None}, None), ({"id": ["c-1"]}, None),
+    ({"id": "has space"}, None), ({"id": "x" * 200}, None), ({"id": {"a": 1}, "v": True}, None),
+    ({"id": "警-1"}, None), ({"id": ""}, None), ({"id": "c-1\n"}, None), ({"id": 1.5}, None),
+    ({"id": True}, None),
+    ({"v": True}, "c-v"),
+])
+def test_a_command_with_a_bad_id_or_version_gets_a_malformed_result(
+        gw_with_commands: InProcessGateway, platform: PlatformConsole,
+        bad: dict[str, Any], answered_id: str | None) -> None:
+    online(platform)
+    doc: dict[str, Any] = {"v": 1, "id": "c-v", "op": "ping", "issued_at": iso(time.time()),
+                           "args": {}}
+    doc.update(bad)
+    if answered_id is not None:
+        doc = sign(doc, KEY)
+    platform.send_raw(SITE, GWID, json.dumps(doc).encode())
+    key = str(answered_id)
+    assert platform.wait_for(lambda p: key in p.results, 10), "no cmd/result at all"
+    res = platform.results[key]
+    result_schema_ok(res)
+    assert (res["id"], res["ok"], res["code"]) == (answered_id, False, "malformed")
+
+
+def test_a_duty_number_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    # `$` in a pattern matches before a final newline: the number would reach the modem's
+    # AT+CMGS line with it.
+    key_file = tmp_path / "cmd.key"
+    key_file.write_text(KEY.hex())
+    key_file.chmod(0o600)
+    cfg = write_config(tmp_path / "gw", broker_port=1883)
+    with cfg.open("a") as f:
+        f.write(f'\n[commands]\nkey_file = "{key_file}"\n'
+                '\n[escalation]\nsms_to = ["+8613912345678\\n"]\n'
+                '[escalation.modem]\nport = "/dev/ttyUSB2"\n')
+    with pytest.raises(ConfigError, match=r"escalation\.sms_to: .* is not a phone number"):
+        load_config(cfg)

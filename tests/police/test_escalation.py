@@ -8,38 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gw import InProcessGateway, write_config
+from gw import DUTY_NUMBER as DUTY
+from gw import ESCALATION_KEY as KEY
+from gw import InProcessGateway
+from gw import escalation_config as config
 
 from hw_sim.broker import Mosquitto
 from hw_sim.modem import SimModem
 from hw_sim.netfault import NetFault
 from hw_sim.platform import PlatformConsole
 
-KEY = bytes(range(32))
-DUTY = "+8613800138000"
-
 
 @pytest.fixture
 def modem(tmp_path: Path) -> Iterator[SimModem]:
     with SimModem(tmp_path / "modem") as m:
         yield m
-
-
-def config(tmp_path: Path, broker_port: int, modem_port: str, *,
-           broker: dict[str, Any] | None = None, store: dict[str, Any] | None = None,
-           **esc: Any) -> Path:
-    (tmp_path / "k").write_text(KEY.hex())
-    cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0, broker=broker,
-                       store=store)
-    settings = {"ack_timeout_s": 1.0, "uplink_down_s": 1.0, "sounder": "sounder", **esc}
-    lines = ["", "[[outputs]]", 'id = "sounder"', 'name = "门卫室警号"', "gpio = 24",
-             "", "[commands]", f'key_file = "{tmp_path / "k"}"', "", "[escalation]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    lines += [f'sms_to = ["{DUTY}"]', "", "[escalation.modem]", f'port = "{modem_port}"',
-              "sms_timeout_s = 5"]
-    with cfg.open("a") as f:
-        f.write("\n".join(lines) + "\n")
-    return cfg
 
 
 def escalations(c: PlatformConsole) -> list[dict[str, Any]]:
