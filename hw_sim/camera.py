@@ -214,6 +214,19 @@ class SimCamera:
         with self._cond:
             self._latency = seconds
 
+    def handles(self, req: dict[str, Any]) -> bool:
+        """`alarmgw sim camera CAMERA ...` names the camera (gateway.drivers.backends)."""
+        return req.get("camera") == self.name
+
+    def control(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Set the camera's mode and latency (either may be absent); report them."""
+        if req.get("mode") is not None:
+            self.set_mode(str(req["mode"]))
+        if req.get("latency_s") is not None:
+            self.set_latency(float(req["latency_s"]))
+        return {"camera": self.name, "mode": self.mode, "latency_s": self.latency_s,
+                "url": self.url, "requests": self.requests}
+
     def forget_logins(self) -> None:
         """Forget every nonce handed out, as a camera does when it reboots."""
         with self._cond:

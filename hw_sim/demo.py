@@ -19,14 +19,12 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from gateway.config import Config, load_config
 from gateway.control import request
 from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
-
-if TYPE_CHECKING:
-    from hw_sim.platform import PlatformConsole
+from hw_sim.broker import Mosquitto
+from hw_sim.platform import PlatformConsole
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = REPO_ROOT / "examples" / "sim.toml"
@@ -90,9 +88,6 @@ def _wait_for_snapshots(console: PlatformConsole, point: str, timeout: float = 1
 
 
 def run_demo(config: Path | None = None, duration: float | None = None) -> int:
-    from hw_sim.broker import Mosquitto
-    from hw_sim.platform import PlatformConsole
-
     template = config or SIM_CONFIG
     if not template.is_file():
         print(f"demo: no simulator config at {template}; pass one with --config",

@@ -117,3 +117,25 @@ class SimPanel:
     def is_active(self, point_id: str) -> bool:
         pin, inp = self._pin(point_id)
         return bool(pin.state) == (inp.active_level == "high")
+
+    # -- driven by `alarmgw sim` (gateway.drivers.backends.Simulated) ---------------------
+
+    def handles(self, req: dict[str, Any]) -> bool:
+        """Every `sim` request but a Modbus module's fault is for the GPIO panel."""
+        return req.get("action") != "modbus-fault"
+
+    def control(self, req: dict[str, Any]) -> dict[str, Any]:
+        action = req.get("action")
+        point = str(req.get("input", ""))
+        if action == "press":
+            self.press(point)
+        elif action == "release":
+            self.release(point)
+        elif action == "bounce":
+            self.bounce(point, int(req.get("edges", 3)))
+        else:
+            raise ValueError(f"unknown sim action {action!r} (press, release, bounce)")
+        return {"input": point, "active": self.is_active(point)}
+
+    def stop(self) -> None:
+        """Nothing runs behind the panel: its pins belong to the factory."""

@@ -619,6 +619,34 @@ class SimModbus:
 
     # -- buttons ---------------------------------------------------------------------------
 
+    def handles(self, req: dict[str, Any]) -> bool:
+        """A `sim` request is for the modules when it names one of their points or asks
+        for a module's fault (gateway.drivers.backends.Simulated)."""
+        return req.get("action") == "modbus-fault" or self.has_point(str(req.get("input")))
+
+    def control(self, req: dict[str, Any]) -> dict[str, Any]:
+        """`alarmgw sim press|release POINT` and `alarmgw sim modbus-fault MODULE MODE`."""
+        action = req.get("action")
+        if action == "modbus-fault":
+            device = str(req.get("device", ""))
+            mode = str(req.get("mode", ""))
+            opts: dict[str, Any] = {}
+            for key, conv in (("code", int), ("count", int), ("period_s", float),
+                              ("delay_s", float)):
+                if req.get(key) is not None:
+                    opts[key] = conv(req[key])
+            self.set_fault(device, mode, **opts)
+            f = self.fault(device)
+            return {"device": device, "mode": f.mode, "count": f.count}
+        point = str(req.get("input", ""))
+        if action == "press":
+            self.press(point)
+        elif action == "release":
+            self.release(point)
+        else:
+            raise ValueError(f"sim action {action!r} is not for Modbus inputs (press, release)")
+        return {"input": point, "active": self.is_active(point)}
+
     def has_point(self, point_id: str) -> bool:
         return point_id in self.points
 

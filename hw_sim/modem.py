@@ -43,7 +43,7 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from hw_sim.lifeline import die_with_parent
 
@@ -339,6 +339,13 @@ class SimModem:
         self.stop()
 
     # -- faults and unsolicited codes -------------------------------------------------------
+
+    def handles(self, req: dict[str, Any]) -> bool:
+        """No `alarmgw sim` request drives the modem yet (gateway.drivers.backends)."""
+        return False
+
+    def control(self, req: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("the simulated modem takes no sim requests")
 
     def set_fault(self, fault: SimFault, *, delay_s: float = 5.0) -> None:
         """Make the modem fail one way ("none" clears every fault).

@@ -338,6 +338,10 @@ class PlatformConsole:
         self._client.publish(f"alarmgw/v1/{site}/{gateway}/cmd", payload, qos=1)
         return cid
 
+    def send_raw(self, site: str, gateway: str, payload: bytes) -> None:
+        """Publish `payload` as it is on a gateway's cmd topic (malformed commands)."""
+        self._client.publish(f"alarmgw/v1/{site}/{gateway}/cmd", payload, qos=1)
+
     def ack(self, site: str, gateway: str, event_id: str, note: str | None = None) -> str:
         args: dict[str, Any] = {"event_id": event_id, "operator": self.operator}
         if note:

@@ -1,7 +1,8 @@
 """GPIO inputs through gpiozero pins, with our own "stable for N ms" debounce.
 
-The pin factory is passed in: lgpio on a Raspberry Pi, gpiozero's
-MockFactory on the simulator. gpiozero's `bounce_time` is not used: its
+The pin factory is passed in (looked up by gpio.backend in
+`gateway.drivers.backends`): lgpio on a Raspberry Pi, gpiozero's MockFactory on
+the simulator. gpiozero's `bounce_time` is not used: its
 mock backend ignores it and a lock-out debounce reports the first edge of a
 bounce. Here a new level counts only once it has held for `debounce_ms`; an
 excursion that ends sooner is a glitch, counted per input and shown in
@@ -16,34 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.clock import mono_ns
-from gateway.config import GpioBackend, InputSettings
+from gateway.config import InputSettings
 from gateway.drivers import InputChange
 from gateway.errors import HardwareError
 
 log = logging.getLogger(__name__)
 
 _PULL = {"up": "up", "down": "down", "off": "floating"}
-
-
-def make_pin_factory(backend: GpioBackend) -> Any:
-    """The gpiozero pin factory for `backend`; lgpio is imported only when asked for."""
-    if backend == "mock":
-        # The simulator's pins: MockFactory pins with a contact wired to them.
-        from hw_sim.gpio import make_sim_factory
-
-        return make_sim_factory()
-    try:
-        from gpiozero.pins.lgpio import LGPIOFactory
-    except ImportError as exc:
-        raise HardwareError("gpio.backend = \"lgpio\" but the lgpio module is missing: on"
-                            " Raspberry Pi OS install python3-lgpio (or pip install"
-                            " 'alarmgw[pi]')") from exc
-    try:
-        return LGPIOFactory()
-    except Exception as exc:
-        raise HardwareError(f"cannot open the GPIO chip through lgpio: {exc}; check that"
-                            " /dev/gpiochip* exists and the service user is in the gpio"
-                            " group") from exc
 
 
 class _Line:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from gateway.clock import Clock, mono_ns
 from gateway.drivers import FaultChange
-from gateway.supervision.watch_thread import LookLoop
+from gateway.supervision.watch_thread import WatchThread
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ DEVICE_ID = "clock"
 """The point id of clock faults."""
 
 
-class ClockWatch(LookLoop):
+class ClockWatch(WatchThread):
     """Raises a clock fault while the clock is unsynced longer than a threshold."""
 
     def __init__(self, clock: Clock, door: Callable[[FaultChange], None], *,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from gateway.clock import mono_ns
 from gateway.drivers import FaultChange
 from gateway.store import Outbox
-from gateway.supervision.watch_thread import LookLoop
+from gateway.supervision.watch_thread import WatchThread
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def free_bytes(path: os.PathLike[str] | str) -> int:
     return st.f_bavail * st.f_frsize
 
 
-class DiskWatch(LookLoop):
+class DiskWatch(WatchThread):
     """Raises a disk fault while the store's filesystem is full."""
 
     def __init__(self, outbox: Outbox, door: Callable[[FaultChange], None], *,

@@ -12,7 +12,7 @@ import threading
 log = logging.getLogger(__name__)
 
 
-class LookLoop:
+class WatchThread:
     """Calls `check_now()` every `check_every_s` seconds, or at once when woken."""
 
     def __init__(self, name: str, check_every_s: float) -> None:

@@ -17,14 +17,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gateway.engine import Committed, Engine
 from gateway.errors import GatewayError
+from gateway.store import Outbox
 from gateway.systemd.notify import Heartbeat, Notifier
-
-if TYPE_CHECKING:
-    from gateway.service import Service
+from gateway.uplink.mqtt import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,16 @@ log = logging.getLogger(__name__)
 class SystemdLink:
     """Tells systemd when the service is ready, alive and how it is doing."""
 
-    def __init__(self, service: Service, notifier: Notifier | None = None) -> None:
-        """`notifier`: defaults to the one `$NOTIFY_SOCKET` names (a no-op without it)."""
-        self.service = service
+    def __init__(self, *, engine: Engine, outbox: Outbox, uplink: Uplink | None,
+                 add_listener: Callable[[Callable[[Committed], None]], None],
+                 notifier: Notifier | None = None) -> None:
+        """The parts whose progress the watchdog vouches for, and `add_listener` to hear of
+        every commit (the service's). `notifier`: defaults to the one `$NOTIFY_SOCKET`
+        names (a no-op without it)."""
+        self.engine = engine
+        self.outbox = outbox
+        self.uplink = uplink
+        self._add_listener = add_listener
         self.notifier = notifier if notifier is not None else Notifier.from_environ()
         self.heartbeat = Heartbeat(self.notifier, probe=self.probe, status=self.status_text)
         self._pending: Future[Any] | None = None
@@ -48,12 +56,10 @@ class SystemdLink:
         status = self.status_text()
         self.notifier.ready(status)
         self.heartbeat.last_status = status
-        uplink = self.service.uplink
-        if uplink is not None:
-            uplink.add_watcher(self.heartbeat.poke)
-        self.service.add_listener(lambda committed: self.heartbeat.poke())
-        if self.service.engine is not None:
-            self._last_loops = self.service.engine.loops
+        if self.uplink is not None:
+            self.uplink.add_watcher(self.heartbeat.poke)
+        self._add_listener(lambda committed: self.heartbeat.poke())
+        self._last_loops = self.engine.loops
         self.heartbeat.start()
         self._started = True
         log.info("systemd: READY=1 sent to %s; watchdog %s", self.notifier.socket_name,
@@ -74,9 +80,7 @@ class SystemdLink:
         A probe that timed out is waited for again rather than queued anew, so a
         stuck engine does not collect one probe per period.
         """
-        engine = self.service.engine
-        if engine is None:
-            return False
+        engine = self.engine
         fut = self._pending
         if fut is None:
             fut = engine.call(lambda: None)
@@ -94,10 +98,9 @@ class SystemdLink:
 
     def status_text(self) -> str:
         """The one-line STATUS= text: uplink state and queue depth."""
-        svc = self.service
-        up = svc.uplink.state() if svc.uplink is not None else {}
+        up = self.uplink.state() if self.uplink is not None else {}
         try:
-            stats = svc.outbox.stats()
+            stats = self.outbox.stats()
             alarms = stats.lanes["alarm"]
             n_alarms = alarms.ready + alarms.in_flight
             queue = f"{stats.waiting} waiting" + (f" ({n_alarms} alarms)" if n_alarms else "")

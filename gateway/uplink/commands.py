@@ -101,7 +101,7 @@ def sign(obj: dict[str, Any], key: bytes) -> dict[str, Any]:
 
 def parse_time(text: str) -> float:
     """Seconds since the epoch of an RFC 3339 time; ValueError if it is not one."""
-    if not _TIME.match(text):
+    if not _TIME.fullmatch(text):
         raise ValueError(f"not an RFC 3339 time: {text[:40]!r}")
     t = text.replace("Z", "+00:00")
     # datetime takes at most 6 fractional digits.
@@ -150,14 +150,16 @@ class CommandChecker:
             raise Refusal("malformed", f"expected a JSON object, got {type(obj).__name__}")
         cid = obj.get("id")
         op = obj.get("op")
-        rid = cid if isinstance(cid, str) and _ID.match(cid) else None
+        rid = cid if isinstance(cid, str) and _ID.fullmatch(cid) else None
         rop = op if isinstance(op, str) and len(op) <= 32 else None
 
         def refuse(code: str, reason: str) -> Refusal:
             return Refusal(code, reason, rid, rop)
 
-        if obj.get("v") != 1:
-            raise refuse("malformed", "field 'v' must be 1 (protocol version)")
+        v = obj.get("v")
+        # `True == 1` in Python: a JSON boolean (or 1.0) must not pass for the integer 1.
+        if type(v) is not int or v != 1:
+            raise refuse("malformed", "field 'v' must be the integer 1 (protocol version)")
         if rid is None:
             raise refuse("malformed", "field 'id' must be a string of letters, digits and"
                          " _.:- up to 128 characters")

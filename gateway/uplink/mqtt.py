@@ -11,9 +11,13 @@ message queue is memory only and is not trusted across connections: each
 connection gets a fresh paho client, and rows in flight when a connection
 drops go back to READY, so after a reconnect the alarm lane goes first.
 
-TLS is configured once into an `ssl.SSLContext` (TLS >= 1.2, certificate
-and host name verified); a TLS failure is reported and retried as TLS,
-never as plaintext.
+TLS (`gateway.uplink.tls`) is configured once into an `ssl.SSLContext`; a TLS
+failure is reported and retried as TLS, never as plaintext. How many picture bytes
+may be on the wire ahead of an alarm is `gateway.uplink.link_rate`'s.
+
+This module stays over 500 lines because `Uplink` is one thing: the one thread that
+owns the connection, the outbox's rows in flight and paho's callbacks, with no lock
+between them; splitting it would put locks where there are none.
 """
 
 from __future__ import annotations
@@ -37,117 +41,27 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.clock import utc_iso
 from gateway.config import BrokerSettings
-from gateway.errors import UplinkError
 from gateway.logs import OnChangeLog
 from gateway.store import Lane, Outbox, Row
+from gateway.uplink.link_rate import (
+    BULK_AHEAD_S,
+    BULK_BYTES_IN_FLIGHT,
+    BULK_BYTES_UNMEASURED,
+    LinkRate,
+)
 from gateway.uplink.protocol import Topics, encode
+from gateway.uplink.tls import describe_connect_error, make_tls_context
 
 log = logging.getLogger(__name__)
 
-#: Most bytes of bulk rows (snapshots) published and not yet acknowledged, at least one
-#: row: an alarm published meanwhile waits behind at most this much (plus one picture)
-#: on the wire, about half a second on a 2 Mbit/s mobile uplink.
-BULK_BYTES_IN_FLIGHT = 128 * 1024
-#: On a slower link the bound is in time: bulk bytes in flight at most what the measured
-#: link rate carries in this many seconds (at least one row), so that an alarm never waits
-#: longer than this behind pictures, whether the link does 2 Mbit/s or 2 kB/s.
-BULK_AHEAD_S = 0.5
-#: The bound before the link's rate has been measured (the first PUBACKs), in bytes.
-BULK_BYTES_UNMEASURED = 32 * 1024
-
-
-class LinkRate:
-    """The rate at which the broker acknowledges bytes, from the spacing of PUBACKs.
-
-    Each batch of PUBACKs counts its rows' bytes over the time since the later of their
-    publication and the previous PUBACK: back to back on a busy link that is the link's
-    transmission rate; for a lone row it includes a round trip, which errs on the slow
-    (safe) side. A decaying sum keeps the last few seconds' worth.
-    """
-
-    def __init__(self, decay: float = 0.7) -> None:
-        self._decay = decay
-        self._bytes = 0.0
-        self._secs = 0.0
-        self._last_ack: float | None = None
-
-    def new_connection(self) -> None:
-        self._last_ack = None  # the estimate itself carries over: the link is the same
-
-    def acked(self, now: float, rows: list[tuple[int, float]]) -> None:
-        """`rows`: (bytes, monotonic time published) of the rows acknowledged at `now`."""
-        if not rows:
-            return
-        start = min(sent for _, sent in rows)
-        if self._last_ack is not None:
-            start = max(start, self._last_ack)
-        self._last_ack = now
-        secs = now - start
-        if secs <= 0:
-            return
-        self._bytes = self._decay * self._bytes + sum(size for size, _ in rows)
-        self._secs = self._decay * self._secs + secs
-
-    def bytes_per_s(self) -> float | None:
-        return self._bytes / self._secs if self._secs > 0 else None
-
-    def bulk_cap(self) -> int:
-        """Most bulk bytes to have in flight now, in bytes."""
-        rate = self.bytes_per_s()
-        if rate is None:
-            return BULK_BYTES_UNMEASURED
-        return int(min(BULK_BYTES_IN_FLIGHT, rate * BULK_AHEAD_S))
-
-
-def make_tls_context(settings: BrokerSettings) -> ssl.SSLContext | None:
-    """The uplink's TLS context, or None for an explicitly plaintext loopback broker."""
-    tls = settings.tls
-    if tls is None:
-        return None
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=str(tls.ca) if tls.ca else None)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.check_hostname = True
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if tls.cert is not None and tls.key is not None:
-            ctx.load_cert_chain(str(tls.cert), str(tls.key))
-    except (ssl.SSLError, OSError) as exc:
-        raise UplinkError(f"broker.tls: cannot load the CA, certificate or key: {exc}; check"
-                          " that the files are PEM and that the key matches the"
-                          " certificate") from exc
-    return ctx
+__all__ = ["BULK_AHEAD_S", "BULK_BYTES_IN_FLIGHT", "BULK_BYTES_UNMEASURED", "LinkRate", "Uplink",
+           "describe_connect_error", "make_tls_context"]
 
 
 @dataclass
 class _InFlight:
     row: Row
     sent_mono: float
-
-
-def describe_connect_error(exc: BaseException, where: str, tls: bool = False) -> str:
-    """A technician's sentence for why connecting to the broker failed."""
-    if tls and isinstance(exc, ConnectionResetError):
-        return (f"broker {where} reset the connection during connect or the TLS handshake;"
-                " check that the port is the broker's TLS listener and that it accepts this"
-                " gateway's client certificate")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the certificate of broker {where} was rejected ({exc.verify_message});"
-                " check broker.tls.ca and that broker.host matches a name in the broker's"
-                " certificate")
-    if isinstance(exc, ssl.SSLError):
-        return (f"TLS handshake with broker {where} failed ({exc.reason or exc}); check that the"
-                " port is the broker's TLS listener and that the client certificate is"
-                " accepted")
-    if isinstance(exc, ConnectionRefusedError):
-        return f"broker {where} refused the connection; is the broker running on that port?"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return f"broker {where} did not answer in time; check the network path and firewall"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve broker host of {where} ({exc.strerror}); check DNS and broker.host"
-    if isinstance(exc, OSError):
-        return f"cannot connect to broker {where}: {exc.strerror or exc}"
-    return f"cannot connect to broker {where}: {exc!r}"
 
 
 class Uplink:

@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.clock import mono_ns
-from gateway.drivers.cameras import Camera, Picture, check_jpeg
+from gateway.drivers.cameras.base import Camera, Picture, check_jpeg
 from gateway.errors import CameraError, CameraImageError, CameraTimeoutError
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from gateway.clock import mono_ns
-from gateway.drivers.cameras import Camera, Picture, check_jpeg
+from gateway.drivers.cameras.base import Camera, Picture, check_jpeg
 from gateway.errors import (
     CameraAuthError,
     CameraError,
