@@ -1,60 +1,58 @@
-"""The technician's diagnostics: `status`, `inputs --watch`, `selftest` and `logs`.
+"""The technician's diagnostics: `status`, `inputs --watch` and `selftest` (`logs` is in
+`gateway.cli.logs`).
 
-Each has `--json` and a meaningful exit code (0 fine, 1 something needs
-attention, 2 bad usage or config, 3 the service is not running).
-`gateway/cli/` wires them into the `alarmgw` program.
+Each has `--json` and an exit code by the rule of `gateway.cli.common`: 0 fine, 1
+something needs attention, 2 bad config, 3 the service is not running (`status` and
+`selftest` still print what they can find without it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.cli.common import (
+    EXIT_FAIL,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_USAGE,
+    START_HINT,
+    Ask,
+    asker,
+    load,
+    print_json,
+)
+from gateway.cli.selftest import CheckResult, config_failure, context_for, run_selftest
+from gateway.cli.status import (
+    input_lines,
+    offline_status,
+    render_offline,
+    render_status,
+    status_exit_code,
+)
 from gateway.config import Config
 from gateway.errors import ConfigError, ServiceNotRunningError
 
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
-
-Ask = Callable[[dict[str, Any]], Any]
-"""Sends one control request to the service (raises ServiceNotRunningError)."""
-
-
-def _print_json(doc: Any, indent: int | None = 2) -> None:
-    print(json.dumps(doc, ensure_ascii=False, indent=indent), flush=True)
-
-
 # -- status ---------------------------------------------------------------------------------
 
-def status(cfg: Config, ask: Ask, as_json: bool) -> int:
-    from gateway.cli.status import (
-        offline_status,
-        render_offline,
-        render_status,
-        status_exit_code,
-    )
-
+def status(cfg: Config, ask: Ask, args: argparse.Namespace) -> int:
+    """`alarmgw status`: the running service's document, or the offline one (exit 3)."""
     try:
         st = ask({"cmd": "status"})
     except ServiceNotRunningError as exc:
         doc = offline_status(cfg, str(exc))
-        if as_json:
-            _print_json(doc)
+        if args.json:
+            print_json(doc)
         else:
             print("\n".join(render_offline(doc)))
-            print(f"{exc}; start it with: systemctl start alarmgw", file=sys.stderr)
+        print(f"{exc}; {START_HINT}", file=sys.stderr)
         return EXIT_NOT_RUNNING
-    if as_json:
-        _print_json(st)
+    if args.json:
+        print_json(st)
     else:
         print("\n".join(render_status(st)))
     return status_exit_code(st)
@@ -90,23 +88,22 @@ def _entry_line(e: dict[str, Any], names: dict[str, dict[str, Any]]) -> str:
     return f"{_clock_of(e['at'])}  {label} {text}  {p.get('name', '')}".rstrip()
 
 
-def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | None,
-                 wait_s: float = 5.0) -> int:
-    """Follow the service's input feed until Ctrl-C, `count` entries or `duration` seconds."""
-    from gateway.cli.status import input_lines
-
+def watch_inputs(ask: Ask, args: argparse.Namespace, wait_s: float = 5.0) -> int:
+    """Follow the service's input feed until Ctrl-C, `--count` entries or `--duration`
+    seconds. With --json: one JSON document per line (the inputs first, then each
+    change)."""
+    as_json, count, duration = bool(args.json), args.count, args.duration
     try:
         first = ask({"cmd": "input-watch"})
     except ServiceNotRunningError as exc:
         if as_json:
-            _print_json({"running": False, "error": str(exc)}, None)
-        else:
-            print(f"{exc}; start it with: systemctl start alarmgw", file=sys.stderr)
+            print_json({"ok": False, "running": False, "error": str(exc)}, None)
+        print(f"{exc}; {START_HINT}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     points = first["inputs"]
     names = {p["id"]: p for p in points}
     if as_json:
-        _print_json({"inputs": points, "cursor": first["cursor"]}, None)
+        print_json({"inputs": points, "cursor": first["cursor"]}, None)
     else:
         print("inputs now (press each button and watch; Ctrl-C to stop):")
         print("\n".join(input_lines(points)), flush=True)
@@ -121,11 +118,8 @@ def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | N
             try:
                 res = ask({"cmd": "input-watch", "after": cursor, "wait_s": wait})
             except ServiceNotRunningError as exc:
-                msg = f"the service stopped while watching: {exc}"
-                if as_json:
-                    _print_json({"running": False, "error": msg}, None)
-                print(msg, file=sys.stderr)
-                return EXIT_NOT_RUNNING
+                return _stopped_while_watching(as_json, f"the service stopped while watching:"
+                                               f" {exc}")
             if res.get("reset"):
                 print("the service restarted; following its new feed", file=sys.stderr)
             if res.get("missed"):
@@ -133,7 +127,7 @@ def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | N
                       file=sys.stderr)
             for e in res["entries"]:
                 if as_json:
-                    _print_json(e, None)
+                    print_json(e, None)
                 else:
                     print(_entry_line(e, names), flush=True)
                 seen += 1
@@ -141,37 +135,52 @@ def watch_inputs(ask: Ask, as_json: bool, count: int | None, duration: float | N
                     break
             cursor = int(res["cursor"])
             if res.get("closed"):
-                msg = "the service stopped while watching (it is shutting down)"
-                if as_json:
-                    _print_json({"running": False, "error": msg}, None)
-                print(msg, file=sys.stderr)
-                return EXIT_NOT_RUNNING
+                return _stopped_while_watching(
+                    as_json, "the service stopped while watching (it is shutting down)")
     except KeyboardInterrupt:
         pass
     return EXIT_OK
 
 
+def _stopped_while_watching(as_json: bool, msg: str) -> int:
+    if as_json:
+        print_json({"ok": False, "running": False, "error": msg}, None)
+    print(msg, file=sys.stderr)
+    return EXIT_NOT_RUNNING
+
+
 # -- selftest ----------------------------------------------------------------------------
 
-def selftest(load: Callable[[], Config], make_ask: Callable[[Config], Ask],
-             as_json: bool) -> int:
-    from gateway.cli.selftest import config_failure, context_for, run_selftest
+def cmd_selftest(args: argparse.Namespace) -> int:
+    return selftest(lambda: load(args), asker, args)
 
+
+def selftest(load: Callable[[], Config], make_ask: Callable[[Config], Ask],
+             args: argparse.Namespace) -> int:
+    """`alarmgw selftest`: every check, PASS, FAIL or SKIP. Exit 2 when the config does
+    not load, 3 when the service is not running (the other checks still run), 1 on any
+    other FAIL."""
     try:
         cfg = load()
     except ConfigError as exc:
         results = config_failure(str(exc))
+        code = EXIT_USAGE
     else:
-        from gateway.cli.selftest import CheckResult
-
+        gpio, modbus = len(cfg.inputs), len(cfg.modbus.points)
+        counted = (f"{gpio + modbus} inputs ({gpio} GPIO, {modbus} Modbus)" if modbus
+                   else f"{gpio} inputs")
         results = [CheckResult("config", "PASS", f"{cfg.path}: {cfg.gateway.site}/"
-                               f"{cfg.gateway.id}, {len(cfg.inputs)} inputs, broker"
+                               f"{cfg.gateway.id}, {counted}, broker"
                                f" {cfg.broker.host}:{cfg.broker.port}"
                                f" {'TLS' if cfg.broker.tls else 'PLAINTEXT'}")]
-        results += run_selftest(context_for(cfg, make_ask(cfg)))
+        ctx = context_for(cfg, make_ask(cfg))
+        results += run_selftest(ctx)
+        code = EXIT_FAIL if any(r.verdict == "FAIL" for r in results) else EXIT_OK
+        if ctx.service is None and ctx.service_not_running:
+            code = EXIT_NOT_RUNNING
     failed = [r for r in results if r.verdict == "FAIL"]
-    if as_json:
-        _print_json({"ok": not failed, "checks": [r.as_dict() for r in results]})
+    if args.json:
+        print_json({"ok": not failed, "checks": [r.as_dict() for r in results]})
     else:
         width = max(len(r.name) for r in results)
         for r in results:
@@ -182,78 +191,4 @@ def selftest(load: Callable[[], Config], make_ask: Callable[[Config], Ask],
               else f"all {sum(r.verdict == 'PASS' for r in results)} checks passed"
               + (f" ({sum(r.verdict == 'SKIP' for r in results)} skipped)"
                  if any(r.verdict == "SKIP" for r in results) else ""))
-    return EXIT_FAIL if failed else EXIT_OK
-
-
-# -- logs --------------------------------------------------------------------------------
-
-#: journalctl's PRIORITY field to a name, for `logs --json`.
-_PRIORITY_NAMES = {"0": "emerg", "1": "alert", "2": "crit", "3": "err", "4": "warning",
-                   "5": "notice", "6": "info", "7": "debug"}
-
-
-def journalctl_args(args: argparse.Namespace) -> list[str]:
-    cmd = ["-u", args.unit, "--no-pager", "-n", str(args.lines)]
-    if not args.all:
-        cmd += ["-p", "warning"]
-    if args.since:
-        cmd += ["--since", args.since]
-    if args.follow:
-        cmd.append("-f")
-    if args.directory:
-        cmd += ["-D", args.directory]
-    cmd += ["-o", "json"] if args.json else ["-o", "short-iso"]
-    return cmd
-
-
-def logs(args: argparse.Namespace) -> int:
-    journalctl = shutil.which("journalctl")
-    if journalctl is None:
-        print("alarmgw logs: journalctl not found: this system does not keep systemd's journal."
-              " Where the service runs without systemd, its log is its stderr (run `alarmgw"
-              " run` in a terminal, or see where your supervisor sends it).", file=sys.stderr)
-        return EXIT_FAIL
-    cmd = [journalctl, *journalctl_args(args)]
-    if not args.json:
-        try:
-            return subprocess.call(cmd)
-        except KeyboardInterrupt:
-            return EXIT_OK
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    except OSError as exc:
-        print(f"alarmgw logs: cannot run {journalctl}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAIL
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            usec = rec.get("__REALTIME_TIMESTAMP")
-            at = (datetime.fromtimestamp(int(usec) / 1e6, tz=UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z") if usec else None)
-            message = rec.get("MESSAGE")
-            if isinstance(message, list):  # journald stores non-UTF-8 text as bytes
-                message = bytes(message).decode("utf-8", errors="replace")
-            _print_json({"at": at, "priority": _PRIORITY_NAMES.get(str(rec.get("PRIORITY")),
-                                                                    rec.get("PRIORITY")),
-                         "pid": rec.get("_PID"), "unit": rec.get("_SYSTEMD_UNIT"),
-                         "message": message}, None)
-    except KeyboardInterrupt:
-        proc.terminate()
-    return proc.wait()
-
-
-def add_logs_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--all", action="store_true", help="every priority (default: warnings and"
-                   " worse)")
-    p.add_argument("-n", "--lines", type=int, default=200, help="most recent lines (default"
-                   " 200)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("--since", help="e.g. \"1 hour ago\", \"today\", \"2026-11-28 08:00\"")
-    p.add_argument("--unit", default="alarmgw.service", help="systemd unit (default"
-                   " alarmgw.service)")
-    p.add_argument("-D", "--directory", help="read the journal files in this directory (e.g."
-                   " a Pi's SD card mounted elsewhere: /mnt/var/log/journal)")
+    return code

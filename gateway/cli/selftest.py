@@ -54,6 +54,8 @@ class SelftestContext:
     """The running service's status document; None when it is not running."""
     service_error: str | None
     """Why the service could not be asked, when it could not."""
+    service_not_running: bool = False
+    """Whether nothing answers on the control socket (not: it answered badly)."""
 
 
 CheckFn = Callable[[SelftestContext], Iterable[CheckResult]]
@@ -150,7 +152,7 @@ def probe_broker(config: Config, timeout_s: float | None = None) -> CheckResult:
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from gateway.uplink.mqtt import describe_connect_error, make_tls_context
+    from gateway.uplink.tls import describe_connect_error, make_tls_context
 
     b = config.broker
     where = f"{b.host}:{b.port}"
@@ -189,7 +191,8 @@ def probe_broker(config: Config, timeout_s: float | None = None) -> CheckResult:
         except Exception as exc:
             return CheckResult("broker", "FAIL",
                                describe_connect_error(exc, where, tls=ctx is not None),
-                               _broker_hint(config))
+                               _clock_hint(config) if _is_certificate_time_error(exc)
+                               else _broker_hint(config))
         deadline = time.monotonic() + timeout
         while "rc" not in got and time.monotonic() < deadline:
             if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
@@ -231,6 +234,27 @@ def _broker_hint(config: Config) -> str:
     return (f"check that the network reaches {b.host} port {b.port} (ping, `nc -vz {b.host}"
             f" {b.port}`), that broker.host and broker.port are right, the firewall, and for"
             " TLS that broker.tls.ca signs the broker's certificate")
+
+
+#: OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED.
+_CERT_TIME_ERRORS = (9, 10)
+
+
+def _is_certificate_time_error(exc: BaseException) -> bool:
+    """Whether a TLS verification failed on a certificate's dates (expired, not yet valid):
+    with a Pi's clock, the clock is the first suspect."""
+    return isinstance(exc, ssl.SSLCertVerificationError) and (
+        exc.verify_code in _CERT_TIME_ERRORS
+        or any(w in (exc.verify_message or "") for w in ("expired", "not yet valid")))
+
+
+def _clock_hint(config: Config) -> str:
+    b = config.broker
+    return ("check the gateway's clock first: `timedatectl` (a Pi has no real-time clock:"
+            " after a power cut without network its time is wrong until NTP, UDP port 123,"
+            " syncs it); if the clock is right, the broker's certificate is out of its dates:"
+            f" `openssl s_client -connect {b.host}:{b.port} </dev/null | openssl x509 -noout"
+            " -dates`, and ask the platform operator to renew it")
 
 
 def check_broker(ctx: SelftestContext) -> Iterable[CheckResult]:
@@ -311,7 +335,7 @@ def context_for(config: Config, ask: Callable[[dict[str, Any]], Any]) -> Selftes
     try:
         return SelftestContext(config, ask({"cmd": "status"}), None)
     except ServiceNotRunningError as exc:
-        return SelftestContext(config, None, str(exc))
+        return SelftestContext(config, None, str(exc), service_not_running=True)
     except ControlError as exc:
         return SelftestContext(config, None, f"it does not answer properly: {exc}")
 

@@ -1,146 +1,29 @@
 """`alarmgw status`: one screen that answers "is it working?", running or not.
 
 With the service running, the status document comes from it over the
-control socket (`Service.status()`, extended here by `running_extras`).
+control socket (`Service.status()`).
 With the service down, `offline_status` builds the same shape from what can
 be read without it: the store on disk (read-only), the clock, the disk, the
 config, the versions and, where systemd runs, what systemd says of the unit.
 `render_status` turns either into the text a technician reads over SSH.
+What systemd says of the unit (`systemd_unit_state`, `service_user`) is read here
+for `logs` and `check-config` too.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import shutil
-import sqlite3
-import ssl
 import subprocess
-import time
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway import __version__
+from gateway.cli.common import EXIT_FAIL, EXIT_NOT_RUNNING, EXIT_OK
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.events import PROTOCOL_VERSION
 
-if TYPE_CHECKING:
-    from gateway.service import Service
-
 UNIT = "alarmgw.service"
-_DISTRIBUTIONS = ("paho-mqtt", "gpiozero", "pymodbus", "pyserial", "lgpio", "picamera2")
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of everything a bug report needs."""
-    v: dict[str, str | None] = {
-        "alarmgw": __version__,
-        "protocol": f"v{PROTOCOL_VERSION}",
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "openssl": ssl.OPENSSL_VERSION,
-        "os": _os_name(),
-        "kernel": platform.release(),
-        "board": _board(),
-    }
-    for dist in _DISTRIBUTIONS:
-        try:
-            v[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            if dist in ("paho-mqtt", "gpiozero", "pymodbus", "pyserial"):
-                v[dist] = None
-    return v
-
-
-def _os_name() -> str | None:
-    try:
-        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.partition("=")[2].strip().strip('"')
-    except OSError:
-        pass
-    return None
-
-
-def _board() -> str | None:
-    try:
-        return Path("/proc/device-tree/model").read_text(encoding="utf-8",
-                                                         errors="replace").strip("\0\n ")
-    except OSError:
-        return None
-
-
-def disk_info(state_dir: Path, store: Path | None = None) -> dict[str, Any]:
-    free: int | None = None
-    total: int | None = None
-    where = state_dir
-    while not where.exists() and where.parent != where:
-        where = where.parent  # not created yet: the filesystem it will be on
-    try:
-        usage = shutil.disk_usage(where)
-        free, total = usage.free, usage.total
-    except OSError:
-        pass
-    store_bytes: int | None = None
-    if store is not None:
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                size = (store.parent / (store.name + suffix)).stat().st_size
-            except OSError:
-                continue
-            store_bytes = (store_bytes or 0) + size
-    return {"path": str(state_dir), "free_bytes": free, "total_bytes": total,
-            "store_bytes": store_bytes}
-
-
-def _age_s(created_at: str | None) -> float | None:
-    if not created_at:
-        return None
-    try:
-        then = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return round(time.time() - then.timestamp(), 1)
-
-
-def oldest_waiting(lanes: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The row that has waited longest, over all lanes (None when nothing waits)."""
-    best: tuple[str, dict[str, Any]] | None = None
-    for name, lane in lanes.items():
-        created = lane.get("oldest_created_at")
-        if created and (best is None or created < best[1]["oldest_created_at"]):
-            best = (name, lane)
-    if best is None:
-        return None
-    name, lane = best
-    return {"lane": name, "created_at": lane["oldest_created_at"],
-            "event_id": lane.get("oldest_event_id"), "age_s": _age_s(lane["oldest_created_at"])}
-
-
-def clock_info(clock: Clock, config: Config) -> dict[str, Any]:
-    return {"synced": clock.is_synced(), "source": clock.source, "method": clock.sync_method(),
-            "boot_id": clock.boot_id, "unsynced_fault_s": config.clock.unsynced_fault_s}
-
-
-def running_extras(service: Service, doc: dict[str, Any]) -> dict[str, Any]:
-    """Add to the running service's status document what the technician's screen shows
-    beyond the core keys (which stay as they are for scripts that read them)."""
-    from gateway.service import socket_path, store_path
-
-    cfg = service.config
-    doc["versions"] = versions()
-    doc.setdefault("outputs", [])
-    doc["queue"]["oldest_waiting"] = oldest_waiting(doc["queue"]["lanes"])
-    doc["clock"].update(clock_info(service.clock, cfg))
-    if service.clockwatch is not None:
-        doc["clock"]["unsynced_for_s"] = service.clockwatch.unsynced_for_s()
-    doc["disk"] = disk_info(cfg.gateway.state_dir, store_path(cfg))
-    doc["systemd"] = service.systemd.state() if service.systemd is not None else None
-    doc["control_socket"] = str(socket_path(cfg))
-    return doc
 
 
 def systemd_unit_state(unit: str = UNIT) -> dict[str, str] | None:
@@ -152,7 +35,7 @@ def systemd_unit_state(unit: str = UNIT) -> dict[str, str] | None:
         res = subprocess.run(
             [systemctl, "show", unit, "--no-pager",
              "--property=LoadState,ActiveState,SubState,Result,ExecMainStatus,NRestarts,"
-             "StateChangeTimestamp"],
+             "StateChangeTimestamp,MainPID,User"],
             capture_output=True, text=True, timeout=5.0, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -164,9 +47,18 @@ def systemd_unit_state(unit: str = UNIT) -> dict[str, str] | None:
     return props
 
 
+def service_user(unit: str = UNIT) -> str | None:
+    """The user systemd runs the unit as ("" for root), or None where no unit says so."""
+    props = systemd_unit_state(unit)
+    return None if props is None else props.get("User", "")
+
+
 def offline_status(config: Config, error: str) -> dict[str, Any]:
     """The status document of a service that is not running, from the disk alone."""
+    # gateway.service pulls the whole service (pymodbus, paho, gpiozero) with it: imported
+    # only when a status is built, so that the parser and `alarmgw --version` stay light.
     from gateway.service import store_path
+    from gateway.service.status import clock_info, disk_info, oldest_waiting, versions
     from gateway.store import read_queue_offline
 
     doc: dict[str, Any] = {
@@ -223,20 +115,30 @@ def _fmt_mb(n: int | None) -> str:
 
 
 def input_lines(points: list[dict[str, Any]]) -> list[str]:
+    """One line per input: its state and what the wire says (a GPIO pin's level and
+    glitches, a Modbus input's bit, contact and module)."""
     lines = []
     for p in points:
         state = "ACTIVE" if p["active"] else ("normal" if p["active"] is not None else "unknown")
         wire = p.get("wire") or {}
-        extra = f" level {wire.get('level')} glitches {wire.get('glitches')}" if wire else ""
+        if "device" in wire:  # a Modbus input
+            bit = "-" if wire.get("bit") is None else wire["bit"]
+            extra = f" bit {bit} {wire['contact']} module {wire['device']} {wire['device_state']}"
+        elif wire:
+            extra = f" level {wire.get('level')} glitches {wire.get('glitches')}"
+        else:
+            extra = ""
         lines.append(f"  {p['id']:<16} {p['kind']:<7} {p['source']:<9} {state:<7}{extra}"
                      f"  {p['name']}")
     return lines
 
 
 def _versions_line(v: dict[str, Any]) -> str:
+    from gateway.service.status import DISTRIBUTIONS
+
     parts = [f"alarmgw {v.get('alarmgw')} (protocol {v.get('protocol')})",
              f"Python {v.get('python')}"]
-    for dist in _DISTRIBUTIONS:
+    for dist in DISTRIBUTIONS:
         if dist in v:
             parts.append(f"{dist} {v[dist] or 'MISSING'}")
     parts += [f"SQLite {v.get('sqlite')}", str(v.get("openssl"))]
@@ -438,7 +340,7 @@ def status_exit_code(st: dict[str, Any]) -> int:
     """0 running and healthy; 1 running but the uplink is down or a fault is open;
     3 not running."""
     if not st.get("running"):
-        return 3
+        return EXIT_NOT_RUNNING
     if not (st.get("uplink") or {}).get("connected") or st.get("faults"):
-        return 1
-    return 0
+        return EXIT_FAIL
+    return EXIT_OK
