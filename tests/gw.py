@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,10 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.config import Config, load_config
 from gateway.control import request
 from gateway.errors import ServiceNotRunningError
 from gateway.service import Service, socket_path
+from hw_sim.broker import Mosquitto
 from hw_sim.gpio import SimPanel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,3 +208,41 @@ def wait_broker_saved(directory: Path, since_ns: int, timeout: float = 10.0) -> 
             raise TimeoutError(f"mosquitto did not save {db} within {timeout} s")
         # Mosquitto gives no other signal that it has saved; its autosave runs each second.
         time.sleep(0.05)
+
+
+#: The command key and duty number of `escalation_config`.
+ESCALATION_KEY = bytes(range(32))
+DUTY_NUMBER = "+8613800138000"
+
+
+def escalation_config(tmp_path: Path, broker_port: int, modem_port: str, *,
+                      broker: dict[str, Any] | None = None,
+                      store: dict[str, Any] | None = None, **esc: Any) -> Path:
+    """A gateway config with a sounder, signed commands and escalation by SMS through
+    the modem on `modem_port` (escalation settings in `esc`)."""
+    (tmp_path / "k").write_text(ESCALATION_KEY.hex())
+    (tmp_path / "k").chmod(0o600)
+    cfg = write_config(tmp_path / "gw", broker_port=broker_port, debounce_ms=0, broker=broker,
+                       store=store)
+    settings = {"ack_timeout_s": 1.0, "uplink_down_s": 1.0, "sounder": "sounder", **esc}
+    lines = ["", "[[outputs]]", 'id = "sounder"', 'name = "门卫室警号"', "gpio = 24",
+             "", "[commands]", f'key_file = "{tmp_path / "k"}"', "", "[escalation]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    lines += [f'sms_to = ["{DUTY_NUMBER}"]', "", "[escalation.modem]", f'port = "{modem_port}"',
+              "sms_timeout_s = 5"]
+    with cfg.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    return cfg
+
+
+def password_broker(workdir: Path, user: str, password: str) -> Mosquitto:
+    """A Mosquitto that takes only `user` with `password` (not started)."""
+    mosquitto_passwd = shutil.which("mosquitto_passwd")
+    if mosquitto_passwd is None:
+        pytest.skip("mosquitto_passwd is not installed (Debian package mosquitto)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    pwfile = workdir / "passwd"
+    subprocess.run([mosquitto_passwd, "-c", "-b", str(pwfile), user, password], check=True,
+                   capture_output=True, timeout=30)
+    os.chmod(pwfile, stat.S_IRUSR | stat.S_IWUSR)
+    return Mosquitto(workdir, extra_conf=f"password_file {pwfile}\nallow_anonymous false")

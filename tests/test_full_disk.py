@@ -1,6 +1,6 @@
 """A full disk for real: a small tmpfs as the state directory, filled up.
 
-The byte budget (tests/test_store.py) keeps the outbox within its share; this is the case the
+The byte budget (tests/store/test_store.py) keeps the outbox within its share; this is the case the
 budget cannot see: the filesystem itself is full (a small SD card partition, logs grown
 beside the store, or a budget larger than the partition). An alarm must still be committed
 and delivered, snapshots give way first, a `fault` says the disk is full, and once space

@@ -9,9 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from gw import GatewayProcess, InProcessGateway, write_config
+from gw import GatewayProcess, InProcessGateway, password_broker, write_config
 from sdsock import NotifySocket
-from test_diagnostics import password_broker
 
 from gateway.logs import JournalFormatter, OnChangeLog, SecretFilter
 from hw_sim.broker import Mosquitto
@@ -36,8 +35,8 @@ def test_journal_format_from_a_real_process(tmp_path: Path, broker: Mosquitto) -
     for line in lines:
         assert re.match(r"^<[0-7]>", line), line
         assert not re.match(r"^<\d>\d{4}-\d\d-\d\d", line), f"a timestamp of its own: {line}"
-    assert any(re.match(r"^<6>gateway\.service: alarmgw 0\.1\.0 started", ln) for ln in lines), \
-        lines
+    started = r"^<6>gateway\.service\.service: alarmgw 0\.1\.0 started"
+    assert any(re.match(started, ln) for ln in lines), lines
 
 
 def test_plain_format_elsewhere(tmp_path: Path, broker: Mosquitto) -> None:
@@ -49,8 +48,8 @@ def test_plain_format_elsewhere(tmp_path: Path, broker: Mosquitto) -> None:
     finally:
         assert proc.stop() == 0
     started = [ln for ln in proc.log().splitlines() if "started" in ln]
-    assert started and re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.service:",
-                                started[0]), started
+    plain = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO gateway\.service\.service:"
+    assert started and re.match(plain, started[0]), started
 
 
 def test_journal_formatter_prefixes_every_line_of_a_traceback() -> None:

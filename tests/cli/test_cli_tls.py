@@ -3,7 +3,7 @@
 A Raspberry Pi has no real-time clock: after a power cut without network its clock is
 wrong until NTP syncs it, and every certificate can look expired or not yet valid. So
 when the TLS verification fails on dates, `selftest`'s broker check and the uplink's
-last error (describe_connect_error in gateway/uplink/mqtt.py) say so, with the
+last error (describe_connect_error in gateway/uplink/tls.py) say so, with the
 certificate's notBefore/notAfter, the gateway's UTC time and whether NTP has synced
 it, instead of pointing at the CA and the host name. A real Mosquitto serves a
 certificate issued from the test PKI's CA with the dates each test needs.
@@ -141,7 +141,7 @@ def test_the_uplink_says_it_too(tmp_path: Path, pki: Pki) -> None:
 
 
 def test_certificate_validity_reads_the_dates_of_a_der_certificate(pki: Pki) -> None:
-    from gateway.uplink.mqtt import certificate_validity
+    from gateway.uplink.tls import certificate_validity
 
     cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
     der = cert.public_bytes(serialization.Encoding.DER)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gw import password_broker
-from gw import DEFAULT_INPUTS, REPO, InProcessGateway, write_config
+from gw import DEFAULT_INPUTS, REPO, InProcessGateway, password_broker, write_config
 from pki import Pki
 
 from hw_sim.broker import Mosquitto, TlsListener

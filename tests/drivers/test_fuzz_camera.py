@@ -12,7 +12,7 @@ from it. Whatever the bytes, `capture()` must, within the camera's `timeout_s` p
 and never raise anything else, never hang, never hold more than `max_bytes` of a body.
 A bounded number of examples runs in CI (FUZZ_EXAMPLES); raise it to fuzz longer:
 
-    ALARMGW_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/test_fuzz_camera.py -q
+    ALARMGW_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/drivers/test_fuzz_camera.py -q
 """
 
 from __future__ import annotations

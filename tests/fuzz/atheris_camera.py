@@ -15,7 +15,7 @@ Each input feeds, in turn:
   http.client, digest and basic auth, the body cap and the JPEG check, as in service.
 
 The time bound (a camera that stalls or trickles) is the hypothesis fuzzer's job
-(tests/test_fuzz_camera.py): here every answer ends, so the fuzzer runs fast.
+(tests/drivers/test_fuzz_camera.py): here every answer ends, so the fuzzer runs fast.
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ _CHILD = textwrap.dedent("""
 
 def test_kill_9_of_a_real_process_loses_nothing_committed(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     proc = subprocess.Popen([sys.executable, "-c", _CHILD.format(root=root, path=str(path))],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:

@@ -237,12 +237,14 @@ def test_real_process_ready_after_the_store_is_open(tmp_path: Path, broker: Mosq
 
 def test_no_ready_when_the_store_cannot_open(tmp_path: Path, broker: Mosquitto) -> None:
     config = write_config(tmp_path / "gw", broker_port=broker.port)
-    (tmp_path / "gw" / "state").write_text("a file where the state directory should be\n")
+    # A directory where the store's file should be: the config is right, the store is not
+    # (a state_dir that is a file is a config error, refused before anything starts).
+    (tmp_path / "gw" / "state" / "outbox.sqlite3").mkdir(parents=True)
     with NotifySocket(tmp_path / "notify.sock") as sock:
         res = subprocess.run([sys.executable, "-m", "gateway", "-c", str(config), "run"],
                              env={"NOTIFY_SOCKET": sock.address, "PATH": "/usr/bin:/bin"},
                              cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
         messages = sock.drain()
     assert res.returncode == 1, res.stderr
-    assert "state" in res.stderr
+    assert "outbox.sqlite3" in res.stderr
     assert not [m for m in messages if "READY" in m], messages

@@ -339,7 +339,7 @@ def test_the_documented_signature_test_vector() -> None:
                               b'"op":"ping","v":1}')
     sig = "84d2701c321ce83778f257304add988ef9a9557576bcff85d5263c9971723889"
     assert sign(doc, bytes(range(32)))["sig"] == sig
-    text = (Path(__file__).resolve().parents[1] / "docs" / "protocol" / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol" / "README.md").read_text()
     assert sig in text
 
 

@@ -15,7 +15,7 @@ from gw import InProcessGateway, write_config
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASYNCAPI = ROOT / "docs" / "protocol" / "asyncapi.yaml"
 
 
