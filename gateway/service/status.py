@@ -2,7 +2,10 @@
 
 The running service's `Service.status()` and the offline view of `alarmgw status`
 (`gateway.cli.status.offline_status`) build the same shape; the pieces they share
-(versions, the disk, the oldest waiting row, the clock) are computed here, once.
+(versions, the disk, the oldest waiting row, the clock) are computed here, once. So is
+how long a row has waited (`waited`), which `alarmgw queue` shows for every row: by the
+boot clock within a boot, since the wall clock of a Pi without a real-time clock jumps
+when NTP first sets it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import shutil
 import sqlite3
 import ssl
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.clock import Clock
+from gateway.clock import Clock, mono_ns, read_boot_id
 from gateway.config import Config
 from gateway.events import PROTOCOL_VERSION
 from gateway.store import QueueStats
@@ -88,28 +92,71 @@ def disk_info(state_dir: Path, store: Path | None = None) -> dict[str, Any]:
             "store_bytes": store_bytes}
 
 
-def _age_s(created_at: str | None) -> float | None:
+@dataclass(frozen=True)
+class Now:
+    """Both clocks, read together: what a row's age is measured against.
+
+    `wall_s` is the wall clock (seconds since the epoch), which NTP steps on a Pi without
+    a real-time clock, by decades after a boot without network; `boot_ns` is
+    CLOCK_BOOTTIME (gateway.clock.mono_ns), which nothing steps, and `boot_id` the boot it
+    counts from."""
+
+    wall_s: float
+    boot_ns: int
+    boot_id: str
+
+    @classmethod
+    def read(cls) -> Now:
+        """The clocks now."""
+        return cls(wall_s=time.time(), boot_ns=mono_ns(), boot_id=read_boot_id())
+
+
+def waited(created_at: str | None, row_mono_ns: int | None, row_boot_id: str | None,
+           now: Now) -> tuple[float | None, str | None]:
+    """How long a row has waited, in seconds (to 0.1 s), and the clock that says so.
+
+    "boot": the row was committed in this boot, and its age is the boot clock's, right
+    whatever the wall clock did since. "wall": the row is from an earlier boot (or was
+    written before rows kept their boot clock): only the wall clocks of then and now can
+    tell, and a step of either is in the figure. (None, None): no time to tell it by.
+    """
+    if row_mono_ns is not None and row_boot_id is not None and row_boot_id == now.boot_id:
+        return round((now.boot_ns - row_mono_ns) / 1e9, 1), "boot"
     if not created_at:
-        return None
+        return None, None
     try:
         then = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
-        return None
-    return round(time.time() - then.timestamp(), 1)
+        return None, None
+    return round(now.wall_s - then.timestamp(), 1), "wall"
 
 
-def oldest_waiting(lanes: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The row that has waited longest, over all lanes (None when nothing waits)."""
+def oldest_waiting(lanes: dict[str, dict[str, Any]], now: Now | None = None
+                   ) -> dict[str, Any] | None:
+    """The row that has waited longest, over all lanes (None when nothing waits), with its
+    age (`age_s`) and the clock that tells it (`age_clock`, see `waited`); `now`: the
+    clocks to measure against (default: read them).
+
+    The oldest is the one committed first (the lowest row id), not the one with the
+    earliest wall time: a step of the wall clock reorders those."""
     best: tuple[str, dict[str, Any]] | None = None
     for name, lane in lanes.items():
-        created = lane.get("oldest_created_at")
-        if created and (best is None or created < best[1]["oldest_created_at"]):
+        if lane.get("oldest_created_at") and (best is None or _committed_before(lane, best[1])):
             best = (name, lane)
     if best is None:
         return None
     name, lane = best
+    age, clock = waited(lane["oldest_created_at"], lane.get("oldest_mono_ns"),
+                        lane.get("oldest_boot_id"), now if now is not None else Now.read())
     return {"lane": name, "created_at": lane["oldest_created_at"],
-            "event_id": lane.get("oldest_event_id"), "age_s": _age_s(lane["oldest_created_at"])}
+            "event_id": lane.get("oldest_event_id"), "age_s": age, "age_clock": clock,
+            "boot_id": lane.get("oldest_boot_id")}
+
+
+def _committed_before(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.get("oldest_row") is not None and b.get("oldest_row") is not None:
+        return bool(a["oldest_row"] < b["oldest_row"])
+    return bool(a["oldest_created_at"] < b["oldest_created_at"])
 
 
 def clock_info(clock: Clock, config: Config) -> dict[str, Any]:

@@ -14,9 +14,10 @@ Import from here; the modules inside are the package's own layout:
 - reports: read-only reports over a connection, for the running and the stopped service;
 - offline: reading the store of a service that is not running, without changing it.
 
-Within the package, records and schema import nothing of it, reports imports records,
-offline and outbox import those below them, and nothing imports this file: no circles.
-The package needs nothing of the project but gateway.errors.
+Within the package, records and schema import nothing of it, reports imports records and
+schema, offline and outbox import those below them, and nothing imports this file: no
+circles. The package needs nothing of the project but gateway.errors and gateway.clock
+(the boot clock that every row is committed with).
 """
 
 from __future__ import annotations

@@ -60,10 +60,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import mono_ns, read_boot_id
 from gateway.errors import StoreError, StoreFullError
 from gateway.store.records import EventDraft, Lane, QueueStats, Row, State
 from gateway.store.reports import drill_records, queue_stats, waiting_rows
-from gateway.store.schema import SYNCHRONOUS_AT_OPEN, prepare
+from gateway.store.schema import SYNCHRONOUS_AT_OPEN, needs_migration, prepare
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ PRUNE_BATCH = 64
 OVERLAY_WARN = 1000
 #: Delivered alarms without an acknowledgement kept from pruning (the newest ones).
 PROTECT_UNANSWERED = 256
+#: What the budget evicts, in order, oldest first: delivered rows, then waiting bulk rows.
+_EVICTION_ORDER = (
+    (State.ACKED, f"SELECT rowid, size FROM outbox WHERE state={State.ACKED:d} ORDER BY rowid"),
+    (State.READY, f"SELECT rowid, size FROM outbox WHERE state={State.READY:d}"
+                  f" AND lane={Lane.BULK:d} ORDER BY rowid"),
+)
 #: The rowids of those alarms (one parameter: PROTECT_UNANSWERED).
 _UNANSWERED = ("SELECT rowid FROM outbox WHERE state=2 AND event_type='alarm' AND event_id"
                " NOT IN (SELECT event_id FROM acks) ORDER BY rowid DESC LIMIT ?")
@@ -89,12 +96,16 @@ class Outbox:
     """
 
     def __init__(self, path: Path, *, max_bytes: int = 256 * 1024 * 1024,
-                 keep_acked: int = 1000, reserve_bytes: int = 0) -> None:
+                 keep_acked: int = 1000, reserve_bytes: int = 0,
+                 boot_id: str | None = None) -> None:
         """`path`: the database file; `max_bytes`: byte budget of rows, in bytes;
         `keep_acked`: how many delivered rows to keep for inspection; `reserve_bytes`:
         size of the ballast file kept beside the store so that an alarm can still be
-        committed on a full filesystem, in bytes (0: none)."""
+        committed on a full filesystem, in bytes (0: none); `boot_id`: the boot that rows
+        committed now belong to (default: the kernel's), recorded with their CLOCK_BOOTTIME
+        so that their age can be told within a boot whatever the wall clock did."""
         self.path = Path(path)
+        self.boot_id = boot_id if boot_id is not None else read_boot_id()
         self.max_bytes = max_bytes
         self.keep_acked = keep_acked
         self.reserve_bytes = reserve_bytes
@@ -127,7 +138,7 @@ class Outbox:
             raise StoreError(f"cannot open the store {self.path}: {exc}; check that the state"
                              " directory exists and is writable by the service user") from exc
         try:
-            prepare(db, self.path, reserve_bytes=self.reserve_bytes)
+            self._prepare(db)
             self._sync = SYNCHRONOUS_AT_OPEN
             db.execute("BEGIN IMMEDIATE")
             cur = db.execute("UPDATE outbox SET state=? WHERE state=?",
@@ -151,6 +162,45 @@ class Outbox:
         if self.requeued_at_open:
             log.info("store %s: %d rows were in flight when the service stopped; sending them"
                      " again", self.path, self.requeued_at_open)
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """The file format's checks and any migration (gateway.store.schema). A migration
+        that finds no room on the filesystem leaves the file as it was; then what a full
+        disk lets go anyway (the reserve, waiting snapshots, delivered history but the
+        alarms still unanswered) goes before a second try: an alarmgw that cannot start
+        delivers no alarm."""
+        try:
+            prepare(db, self.path, reserve_bytes=self.reserve_bytes)
+            return
+        except sqlite3.OperationalError as exc:
+            if not (_is_full(exc) and needs_migration(db)):
+                raise
+            self._no_room("migrating the store to this alarmgw's file format", exc)
+        log.error("store %s: no room on the disk to migrate the store; releasing the reserve"
+                  " and dropping waiting snapshots and delivered history to make room",
+                  self.path)
+        self._release_reserve()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            evicted = db.execute("DELETE FROM outbox WHERE lane=? AND state=?",
+                                 (Lane.BULK, State.READY)).rowcount
+            db.execute(f"DELETE FROM outbox WHERE state=? AND rowid NOT IN ({_UNANSWERED})",
+                       (State.ACKED, PROTECT_UNANSWERED))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.evicted_total += evicted
+        try:
+            prepare(db, self.path, reserve_bytes=self.reserve_bytes)
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise
+            raise StoreError(f"store {self.path}: no room on the filesystem of"
+                             f" {self.path.parent} to migrate the store, even without its"
+                             " snapshots: free space there (the store's alarms and events are"
+                             " kept as they were)") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -238,9 +288,11 @@ class Outbox:
                     self._make_room(db, size, lane)
                     db.execute(
                         "INSERT INTO outbox (lane, seq, event_id, event_type, topic, payload,"
-                        " properties, size, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        " properties, size, created_at, mono_ns, boot_id)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (int(lane), seq, draft.event_id, draft.event_type, draft.topic,
-                         draft.payload, _props(properties), size, _utc_now()))
+                         draft.payload, _props(properties), size, _utc_now(), mono_ns(),
+                         self.boot_id))
                     db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
                     if fault_open is not None:
                         db.execute("INSERT OR REPLACE INTO open_faults (device, record)"
@@ -284,9 +336,10 @@ class Outbox:
                     self.refused_total += 1
                     raise StoreFullError(Lane.BULK.name.lower(), size, self.max_bytes)
                 cur = db.execute(
-                    "INSERT INTO outbox (lane, topic, payload, properties, size, created_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (int(Lane.BULK), topic, payload, _props(properties), size, _utc_now()))
+                    "INSERT INTO outbox (lane, topic, payload, properties, size, created_at,"
+                    " mono_ns, boot_id) VALUES (?,?,?,?,?,?,?,?)",
+                    (int(Lane.BULK), topic, payload, _props(properties), size, _utc_now(),
+                     mono_ns(), self.boot_id))
                 rowid = cur.lastrowid
         except sqlite3.Error as exc:
             if _is_full(exc):
@@ -307,9 +360,10 @@ class Outbox:
             with self._txn("NORMAL") as db:
                 self._make_room(db, size, lane)
                 cur = db.execute(
-                    "INSERT INTO outbox (lane, topic, payload, properties, size, created_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (int(lane), topic, payload, _props(properties), size, _utc_now()))
+                    "INSERT INTO outbox (lane, topic, payload, properties, size, created_at,"
+                    " mono_ns, boot_id) VALUES (?,?,?,?,?,?,?,?)",
+                    (int(lane), topic, payload, _props(properties), size, _utc_now(),
+                     mono_ns(), self.boot_id))
                 rowid = cur.lastrowid
         except sqlite3.Error as exc:
             if _is_full(exc):
@@ -484,17 +538,20 @@ class Outbox:
         need = self._bytes + size - self.max_bytes
         if need <= 0:
             return
-        for state in (State.ACKED, State.READY):
-            rows = db.execute(
-                "SELECT rowid, size FROM outbox WHERE state=? AND (lane=? OR state=?)"
-                " ORDER BY rowid", (state, Lane.BULK, State.ACKED)).fetchall()
+        for state, query in _EVICTION_ORDER:
+            # From the index by state (which carries `size`), oldest first, and only as far
+            # as needed: an alarm on a full store reads no row but those it evicts.
             victims: list[int] = []
             freed = 0
-            for rowid, rsize in rows:
-                if freed >= need:
-                    break
-                victims.append(rowid)
-                freed += rsize
+            cur = db.execute(query)
+            try:
+                for rowid, rsize in cur:
+                    victims.append(rowid)
+                    freed += rsize
+                    if freed >= need:
+                        break
+            finally:
+                cur.close()
             if victims:
                 db.executemany("DELETE FROM outbox WHERE rowid=?", [(r,) for r in victims])
                 self._bytes -= freed
@@ -730,9 +787,11 @@ class Outbox:
         # Pruned in batches: one delete per PRUNE_BATCH acks, not one per ack.
         if not (excess >= PRUNE_BATCH or (excess > 0 and self.keep_acked < PRUNE_BATCH)):
             return 0, 0
+        # The state is written out so that an index of delivered rows (both carry `size`)
+        # can answer without the rows themselves.
         victims = db.execute(
-            f"SELECT rowid, size FROM outbox WHERE state=? AND rowid NOT IN ({_UNANSWERED})"
-            " ORDER BY rowid LIMIT ?", (State.ACKED, PROTECT_UNANSWERED, excess)).fetchall()
+            f"SELECT rowid, size FROM outbox WHERE state={State.ACKED:d} AND rowid NOT IN"
+            f" ({_UNANSWERED}) ORDER BY rowid LIMIT ?", (PROTECT_UNANSWERED, excess)).fetchall()
         db.executemany("DELETE FROM outbox WHERE rowid=?", [(r[0],) for r in victims])
         return len(victims), sum(r[1] for r in victims)
 

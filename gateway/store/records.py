@@ -50,13 +50,21 @@ class Row:
 
 @dataclass(frozen=True)
 class LaneStats:
-    """One lane's share of the queue: rows not yet delivered, and the oldest of them."""
+    """One lane's share of the queue: rows not yet delivered, and the oldest of them.
+
+    The oldest row's age is told by `oldest_mono_ns` (CLOCK_BOOTTIME when it was
+    committed) while `oldest_boot_id` is this boot's; its wall time `oldest_created_at`
+    is what the clock said then, which NTP may have stepped since.
+    """
 
     ready: int
     in_flight: int
     bytes: int
     oldest_created_at: str | None
     oldest_event_id: str | None
+    oldest_row: int | None = None
+    oldest_mono_ns: int | None = None
+    oldest_boot_id: str | None = None
 
 
 @dataclass(frozen=True)

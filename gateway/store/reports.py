@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from gateway.store.records import Lane, LaneStats, QueueStats, State
+from gateway.store.schema import has_row_clocks
 
 #: A drill's steps in the order they happen; durations are taken between consecutive ones.
 DRILL_STEPS = ("pressed", "committed", "published", "puback", "platform_ack")
@@ -24,14 +25,22 @@ def queue_stats(db: sqlite3.Connection, budget: int, evicted: int, refused: int,
                 overlay: dict[int, State] | None = None) -> QueueStats:
     """The queue by lane. `budget`, `evicted`, `refused`: what only the running store
     knows (0 when read offline); `overlay`: state changes a full disk keeps in memory
-    (rowid -> state)."""
-    counts: dict[Lane, list[int]] = {}  # lane -> [ready, in_flight, bytes]
-    for lane in Lane:
-        counts[lane] = list(db.execute(
-            "SELECT COALESCE(SUM(state=0), 0), COALESCE(SUM(state=1), 0),"
-            " COALESCE(SUM(size), 0) FROM outbox WHERE lane=? AND state<2",
-            (int(lane),)).fetchone())
-    acked = db.execute("SELECT COUNT(*) FROM outbox WHERE state=2").fetchone()[0]
+    (rowid -> state).
+
+    Runs under the store's lock as often as the heartbeat and the status line ask, so it
+    reads the index by state (which carries each row's size) and one row per lane, never
+    the rows' payloads (gateway.store.schema, version 2)."""
+    counts: dict[Lane, list[int]] = {lane: [0, 0, 0] for lane in Lane}  # ready, in flight, bytes
+    acked, total = 0, 0
+    for state, lane, n, nbytes in db.execute(
+            "SELECT state, lane, COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
+            " GROUP BY state, lane"):
+        total += nbytes
+        if state == State.ACKED:
+            acked += n
+        elif state in (State.READY, State.IN_FLIGHT) and lane in counts:
+            counts[Lane(lane)][state] += n
+            counts[Lane(lane)][2] += nbytes
     # State changes held in memory on a full disk count as what they will be.
     for rowid, state in (overlay or {}).items():
         row = db.execute("SELECT lane, state, size FROM outbox WHERE rowid=?",
@@ -49,16 +58,23 @@ def queue_stats(db: sqlite3.Connection, budget: int, evicted: int, refused: int,
             c[2] -= row[2]
         else:
             c[state] += 1
+    clocks = _clock_columns(db)
     lanes: dict[str, LaneStats] = {}
     for lane, (ready, in_flight, nbytes) in counts.items():
-        oldest = db.execute(
-            "SELECT created_at, event_id FROM outbox WHERE lane=? AND state<2 ORDER BY rowid"
-            " LIMIT 1", (int(lane),)).fetchone()
+        # The first waiting row of each state, from the index; the older of the two.
+        firsts = [r[0] for r in db.execute(
+            "SELECT MIN(rowid) FROM outbox WHERE state=? AND lane=? UNION ALL"
+            " SELECT MIN(rowid) FROM outbox WHERE state=? AND lane=?",
+            (State.READY, int(lane), State.IN_FLIGHT, int(lane))) if r[0] is not None]
+        oldest = db.execute(f"SELECT rowid, created_at, event_id, {clocks} FROM outbox"
+                            " WHERE rowid=?", (min(firsts),)).fetchone() if firsts else None
         lanes[lane.name.lower()] = LaneStats(
             ready=ready, in_flight=in_flight, bytes=nbytes,
-            oldest_created_at=oldest[0] if oldest else None,
-            oldest_event_id=oldest[1] if oldest else None)
-    total = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+            oldest_created_at=oldest[1] if oldest else None,
+            oldest_event_id=oldest[2] if oldest else None,
+            oldest_row=oldest[0] if oldest else None,
+            oldest_mono_ns=oldest[3] if oldest else None,
+            oldest_boot_id=oldest[4] if oldest else None)
     row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
     return QueueStats(lanes=lanes, acked_kept=acked, bytes_total=total, budget_bytes=budget,
                       next_seq=row[0] if row else 1, evicted_total=evicted,
@@ -66,14 +82,22 @@ def queue_stats(db: sqlite3.Connection, budget: int, evicted: int, refused: int,
 
 
 def waiting_rows(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` rows not yet delivered, in the order the uplink takes them."""
+    """Up to `limit` rows not yet delivered, in the order the uplink takes them, each with
+    the boot clock of its creation (`mono_ns`, `boot_id`: None for a row that an older
+    alarmgw wrote) that its age is told by."""
     rows = db.execute(
-        "SELECT rowid, lane, state, seq, event_id, event_type, topic, size, created_at, attempts"
-        " FROM outbox WHERE state<2 ORDER BY lane, rowid LIMIT ?", (limit,)).fetchall()
+        "SELECT rowid, lane, state, seq, event_id, event_type, topic, size, created_at,"
+        f" attempts, {_clock_columns(db)} FROM outbox WHERE state<2 ORDER BY lane, rowid"
+        " LIMIT ?", (limit,)).fetchall()
     return [{"row": r[0], "lane": Lane(r[1]).name.lower(),
              "state": "in_flight" if r[2] == State.IN_FLIGHT else "ready", "seq": r[3],
              "event_id": r[4], "type": r[5], "topic": r[6], "bytes": r[7], "created_at": r[8],
-             "attempts": r[9]} for r in rows]
+             "attempts": r[9], "mono_ns": r[10], "boot_id": r[11]} for r in rows]
+
+
+def _clock_columns(db: sqlite3.Connection) -> str:
+    """The rows' boot clock, or NULLs from a file of schema version 1 read as it is."""
+    return "mono_ns, boot_id" if has_row_clocks(db) else "NULL, NULL"
 
 
 def drill_records(db: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:

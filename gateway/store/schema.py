@@ -1,85 +1,134 @@
-"""The store's file format: its tables, the pragmas a writing connection runs with, and the
-check of the schema version when the file is opened.
+"""The store's file format: its tables, the pragmas a writing connection runs with, the
+check of the schema version when the file is opened, and the migration of a file an
+older alarmgw wrote.
 
 What is on disk outlives any one process and is read by the offline readers too
 (gateway.store.offline), so it is written down once, here, apart from the code that moves
-rows about. There is one schema version so far: "migrating" a file on open means stamping
-a new one with it and refusing a file of any other version, never guessing at it.
+rows about. A file of an older version is migrated on open, in one transaction (either
+the old file or the new one, never half of each); a file of a version this alarmgw does
+not know is refused, never guessed at.
+
+Versions:
+
+1. The first: `size`, `created_at`, `attempts` and `acked_at` stored after the payload.
+2. The payload is the last column, and rows carry the boot clock of their creation
+   (`mono_ns`, `boot_id`). SQLite stores a row's columns in order and reaches one behind a
+   picture only by walking the picture's overflow pages, so with version 1 the sizes and
+   ages the status screens read cost a read of every picture stored; in version 2 they
+   are on the row's first page, and the indexes the sums use carry `size` themselves.
+   Within one boot a row's age is told by CLOCK_BOOTTIME, which NTP does not step.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
 from gateway.errors import StoreError
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
 #: What `prepare` leaves the connection's `synchronous` at: the first commit of a row must
 #: be fsynced, so a connection starts out at the strict setting.
 SYNCHRONOUS_AT_OPEN = "FULL"
 
 # `lane` and `state` hold Lane and State (gateway.store.records): the 2 of the partial
 # index is State.ACKED, the history that pruning walks.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
+#
+# The order of the outbox's columns is part of the format: the small ones that every
+# report and every move reads come first, the variable text after them, the payload last.
+# `size` in both indexes makes the sums of the queue by lane, the budget's and the
+# pruning's walks read index pages only (and in rowid order, where they stop early).
+_OUTBOX = """
+CREATE TABLE IF NOT EXISTS {name} (
     rowid      INTEGER PRIMARY KEY,
     lane       INTEGER NOT NULL,
     state      INTEGER NOT NULL DEFAULT 0,
+    size       INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
     seq        INTEGER UNIQUE,
+    mono_ns    INTEGER,  -- CLOCK_BOOTTIME when the row was created, in ns
+    created_at TEXT NOT NULL,
+    boot_id    TEXT,     -- the boot that mono_ns belongs to
+    acked_at   TEXT,
     event_id   TEXT UNIQUE,
     event_type TEXT,
     topic      TEXT NOT NULL,
-    payload    BLOB NOT NULL,
     properties TEXT,
-    size       INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    acked_at   TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, lane, rowid);
-CREATE INDEX IF NOT EXISTS outbox_acked ON outbox (rowid) WHERE state = 2;
-CREATE TABLE IF NOT EXISTS acks (
+    payload    BLOB NOT NULL
+)"""
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, lane, rowid, size)",
+    "CREATE INDEX IF NOT EXISTS outbox_acked ON outbox (rowid, size) WHERE state = 2",
+)
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    _OUTBOX.format(name="outbox"),
+    *_INDEXES,
+    """CREATE TABLE IF NOT EXISTS acks (
     event_id    TEXT NOT NULL,
     command_id  TEXT NOT NULL,
     operator    TEXT NOT NULL,
     note        TEXT,
     issued_at   TEXT NOT NULL,
     received_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS acks_by_event ON acks (event_id);
-CREATE TABLE IF NOT EXISTS open_faults (
-    device TEXT PRIMARY KEY,
-    record TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS commands_seen (
+)""",
+    "CREATE INDEX IF NOT EXISTS acks_by_event ON acks (event_id)",
+    "CREATE TABLE IF NOT EXISTS open_faults (device TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS commands_seen (
     rowid       INTEGER PRIMARY KEY,
     command_id  TEXT NOT NULL UNIQUE,
     received_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS drills (
+)""",
+    """CREATE TABLE IF NOT EXISTS drills (
     event_id     TEXT PRIMARY KEY,
     seq          INTEGER,
     point        TEXT NOT NULL,
     requested_by TEXT,
     boot_id      TEXT NOT NULL,
     timeline     TEXT NOT NULL  -- JSON: step -> {"at": UTC time, "mono_ns": CLOCK_BOOTTIME}
-);
-"""
+)""",
+)
+
+#: The columns a version 1 outbox shares with version 2.
+_V1_COLUMNS = ("rowid, lane, state, size, attempts, seq, created_at, acked_at, event_id,"
+               " event_type, topic, properties, payload")
+# An event's document carries the boot clock of its occurrence; version 1 kept it nowhere
+# else. Each WHEN is tried in order, so json_* only ever sees a valid document.
+_DOC = "CAST(payload AS TEXT)"
+_FROM_DOC = ("CASE WHEN event_id IS NULL THEN NULL WHEN NOT json_valid({doc}) THEN NULL"
+             " WHEN json_type({doc}, '$.{key}') = '{kind}' THEN json_extract({doc}, '$.{key}')"
+             " END")
+_MOVE_V1_ROW = (
+    f"INSERT INTO outbox_v2 ({_V1_COLUMNS}, mono_ns, boot_id) SELECT {_V1_COLUMNS},"
+    f" {_FROM_DOC.format(doc=_DOC, key='mono_ns', kind='integer')},"
+    f" {_FROM_DOC.format(doc=_DOC, key='boot_id', kind='text')}"
+    " FROM outbox WHERE rowid=?")
+
+
+def has_row_clocks(db: sqlite3.Connection) -> bool:
+    """Whether the file's rows carry their boot clock (`mono_ns`, `boot_id`): a file of
+    version 1 that the service has not opened since its upgrade does not; the offline
+    readers, which must not change the file, read it as it is."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    return version >= 2
 
 
 def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
     """Set a fresh writing connection to the store's pragmas and make sure of its tables
-    and schema version; `path`: the database file (for messages), `reserve_bytes`: the
-    size of the ballast file kept for alarms (0: none).
+    and schema version, migrating a file of an older version; `path`: the database file
+    (for messages), `reserve_bytes`: the size of the ballast file kept for alarms (0: none).
 
     Raises StoreError for a file this alarmgw must not write to; lets sqlite3.Error
-    through for the caller to say the store is unusable.
+    through for the caller to say the store is unusable (or, SQLITE_FULL while migrating,
+    to make room and try again: the file is then as it was).
     """
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, 1, SCHEMA_VERSION):
+        raise StoreError(f"store {path} has schema version {version}, this alarmgw"
+                         f" knows {SCHEMA_VERSION}: upgrade alarmgw or move the file")
     mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
         raise StoreError(f"store {path}: SQLite refused WAL mode (got {mode!r});"
@@ -93,10 +142,56 @@ def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
         # reserve has to leave room for a checkpoint to move it into the database.
         page = db.execute("PRAGMA page_size").fetchone()[0]
         db.execute(f"PRAGMA wal_autocheckpoint={max(16, reserve_bytes // page // 2)}")
-    db.executescript(_SCHEMA)
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == 0:
+    if version == SCHEMA_VERSION:
+        return
+    # Version 0 is a new file, or one whose first open stopped before it was stamped: its
+    # outbox, if it has one, tells which layout it is.
+    if not _outbox_is_v1(db):
+        db.executescript(";\n".join(_TABLES))
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    elif version != SCHEMA_VERSION:
-        raise StoreError(f"store {path} has schema version {version}, this alarmgw"
-                         f" knows {SCHEMA_VERSION}: upgrade alarmgw or move the file")
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _migrate_v1(db, path)
+        for ddl in _TABLES:
+            db.execute(ddl)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    # The migration's WAL is as large as the rows it moved: put it into the database and
+    # give its space back to the filesystem, once.
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.info("store %s: migrated to schema version %d", path, SCHEMA_VERSION)
+
+
+def needs_migration(db: sqlite3.Connection) -> bool:
+    """Whether `prepare` has a version 1 outbox to migrate in this file."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    return version in (0, 1) and _outbox_is_v1(db)
+
+
+def _outbox_is_v1(db: sqlite3.Connection) -> bool:
+    columns = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
+    return bool(columns) and columns[-1] != "payload"
+
+
+def _migrate_v1(db: sqlite3.Connection, path: Path) -> None:
+    """Rebuild a version 1 outbox as version 2 (inside the caller's transaction).
+
+    Row by row, each moved and then deleted: the pages a picture frees are on the
+    freelist for the next one, so the file does not grow by a second copy of the
+    pictures (a table copied whole, then dropped, would leave the file twice its size for
+    good). The WAL still holds every row moved until the checkpoint after the commit.
+    """
+    log.info("store %s: migrating from schema version 1 to %d: every row is rewritten once,"
+             " in one transaction", path, SCHEMA_VERSION)
+    db.execute(_OUTBOX.format(name="outbox_v2"))
+    rowids = [r[0] for r in db.execute("SELECT rowid FROM outbox ORDER BY rowid")]
+    for rowid in rowids:
+        db.execute(_MOVE_V1_ROW, (rowid,))
+        db.execute("DELETE FROM outbox WHERE rowid=?", (rowid,))
+    db.execute("DROP TABLE outbox")  # and its indexes
+    db.execute("ALTER TABLE outbox_v2 RENAME TO outbox")
