@@ -5,11 +5,23 @@ One thread owns the connection and runs paho-mqtt's network loop itself
 PUBACK handling and the outbox never race. The engine only calls `wake()`
 after it commits; the uplink takes rows from the outbox, lowest lane first.
 
-A row leaves the outbox only when the broker's PUBACK for it arrives (a
-"no matching subscribers" PUBACK counts: the broker has it). paho's own
-message queue is memory only and is not trusted across connections: each
+A row leaves the outbox only when the broker's PUBACK for it arrives. paho's
+own message queue is memory only and is not trusted across connections: each
 connection gets a fresh paho client, and rows in flight when a connection
 drops go back to READY, so after a reconnect the alarm lane goes first.
+
+A negative PUBACK holds back that row alone, never a lane or the connection:
+- refused (reason >= 0x80, e.g. an ACL's 0x87 Not authorized): the row is
+  retried after 2 s, doubling to 60 s, counted in `refused`;
+- 0x10 "No matching subscribers" on the alarm lane: the broker dropped the
+  alarm, nobody saw it. The row stays, is retried after 1 s doubling to 30 s
+  (at once when another alarm gets a plain success), counts as not delivered
+  (no "puback" hook), and raises the `platform` fault through `on_fault`,
+  cleared by the next plain success on the alarm lane. On the event and bulk
+  lanes 0x10 counts as delivered: restores, faults (this one included, so it
+  cannot loop) and pictures nobody subscribes to are not worth a retry storm.
+While held, a row stays IN_FLIGHT in the store (so `Outbox.take` passes it
+by); it goes back to READY when its hold ends, or when the uplink stops.
 
 TLS (`gateway.uplink.tls`) is configured once into an `ssl.SSLContext`; a TLS
 failure is reported and retried as TLS, never as plaintext. How many picture bytes
@@ -30,7 +42,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -39,7 +51,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.clock import utc_iso
+from gateway.clock import mono_ns, utc_iso
 from gateway.config import BrokerSettings
 from gateway.logs import OnChangeLog
 from gateway.store import Lane, Outbox, Row
@@ -54,14 +66,62 @@ from gateway.uplink.tls import describe_connect_error, make_tls_context
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BULK_AHEAD_S", "BULK_BYTES_IN_FLIGHT", "BULK_BYTES_UNMEASURED", "LinkRate", "Uplink",
-           "describe_connect_error", "make_tls_context"]
+__all__ = ["BULK_AHEAD_S", "BULK_BYTES_IN_FLIGHT", "BULK_BYTES_UNMEASURED", "NO_PLATFORM",
+           "PLATFORM_FAULT_ID", "REFUSED_BACKOFF_S", "UNSUBSCRIBED_BACKOFF_S", "LinkFault",
+           "LinkRate", "Uplink", "describe_connect_error", "make_tls_context"]
+
+NO_MATCHING_SUBSCRIBERS = 0x10
+"""PUBACK reason code: the broker has the message and no subscriber to give it to."""
+REFUSED_BACKOFF_S = (2.0, 60.0)
+"""A refused row is retried after the first, doubling up to the second, in seconds."""
+UNSUBSCRIBED_BACKOFF_S = (1.0, 30.0)
+"""An alarm nobody subscribed to is retried after the first, doubling up to the second."""
+PLATFORM_FAULT_ID = "platform"
+"""The point id of the fault raised while alarms find no subscriber."""
+NO_PLATFORM = "no platform subscribed"
+"""How that fault's reason begins."""
+
+
+@dataclass(frozen=True)
+class LinkFault:
+    """A fault of the uplink's own, with the fields of `gateway.drivers.FaultChange` (which
+    the uplink may not import: the service turns one into the other for the engine's door)."""
+
+    device_id: str
+    name: str
+    source: str
+    active: bool
+    reason: str
+    mono_ns: int
+    location: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Tries:
+    """Negative PUBACKs in a row for one outbox row: why ('refused', 'unsubscribed'), how many."""
+
+    why: str
+    n: int
 
 
 @dataclass
 class _InFlight:
     row: Row
     sent_mono: float
+    tries: _Tries | None = None
+
+
+@dataclass
+class _Held:
+    """A row the broker answered negatively, waiting (IN_FLIGHT in the store) for its retry."""
+
+    row: Row
+    until: float
+    """time.monotonic() when it goes back to READY."""
+    tries: _Tries
+    code: str
+    """The PUBACK's reason code, in words."""
 
 
 class Uplink:
@@ -72,10 +132,12 @@ class Uplink:
                  health_doc: Callable[[], dict[str, Any]] | None = None,
                  health_interval_s: float = 30.0,
                  on_command: Callable[[bytes], None] | None = None,
-                 on_delivery: Callable[[str, list[Row]], None] | None = None) -> None:
+                 on_delivery: Callable[[str, list[Row]], None] | None = None,
+                 on_fault: Callable[[LinkFault], None] | None = None) -> None:
         """`status_doc(state, reason=None)`: the status document for 'online'/'offline';
         `health_doc()`: the heartbeat document; `health_interval_s`: heartbeat
-        period, in seconds."""
+        period, in seconds; `on_fault(fault)`: the `platform` fault opens or clears
+        (called in the uplink thread; it must not block)."""
         self.settings = settings
         self.topics = topics
         self.outbox = outbox
@@ -84,6 +146,7 @@ class Uplink:
         self._health_interval = health_interval_s
         self._on_command_cb = on_command
         self._on_delivery = on_delivery
+        self._on_fault = on_fault
         self._tls = make_tls_context(settings)
         self._where = f"{settings.host}:{settings.port}"
         self._wake_r, self._wake_w = socket.socketpair()
@@ -103,18 +166,27 @@ class Uplink:
         self.link_rate = LinkRate()
         self._acks: list[tuple[int, ReasonCode]] = []
         self._dirty = True
-        self._hold_until = 0.0
-        self._refusals = 0
+        self._held: dict[int, _Held] = {}
+        """Rows answered negatively, by rowid, until their retry (kept across connections)."""
+        self._tries: dict[int, _Tries] = {}
+        """Negative answers of rows back in READY and not yet taken again, by rowid."""
+        self._platform_fault: bool | None = None
+        """Whether the `platform` fault is open; None: not known yet (since start)."""
         self._last_rx = 0.0
+        self._loop_turns = 0
+        """Turns of this thread's loops: each wait on the broker's socket, each connection
+        attempt."""
         # Connect failures repeat every backoff: logged on change plus a summary.
         self._connect_log = OnChangeLog(log)
+        self._refused_log = OnChangeLog(log)
+        self._unsubscribed_log = OnChangeLog(log)
         self._watchers: list[Callable[[], None]] = []
         # Read by state():
         self._state: dict[str, Any] = {
             "broker": self._where, "tls": self._tls is not None, "connected": False,
             "since": None, "last_puback_at": None, "last_error": None, "connects": 0,
-            "published": 0, "acked": 0, "refused": 0, "tls_peer": None,
-            "connect_failures": 0,
+            "published": 0, "acked": 0, "refused": 0, "unsubscribed": 0, "tls_peer": None,
+            "connect_failures": 0, "held": [],
         }
 
     # -- the engine's side ------------------------------------------------
@@ -159,9 +231,22 @@ class Uplink:
             except Exception:
                 log.exception("uplink: state watcher %r failed", fn)
 
+    @property
+    def loop_turns(self) -> int:
+        """How many times the uplink thread's loop has turned (each wait on the broker's
+        socket, at least every second while connected; each connection attempt): a
+        watchdog sees progress in it. Any thread; read only."""
+        return self._loop_turns
+
     def state(self) -> dict[str, Any]:
+        """The connection and its counters: `refused` (rows the broker refused),
+        `unsubscribed` (alarms it had no subscriber for), `held` (rows waiting for their
+        retry: seq, topic, lane, reason, code, tries, retry_in_s)."""
         with self._lock:
             s = dict(self._state)
+        now = time.monotonic()
+        s["held"] = [{k: v for k, v in h.items() if k != "until"}
+                     | {"retry_in_s": round(max(0.0, h["until"] - now), 1)} for h in s["held"]]
         s["in_flight"] = len(self._inflight)
         return s
 
@@ -183,6 +268,7 @@ class Uplink:
     def _run(self) -> None:
         backoff = self.settings.reconnect_min_s
         while not self._stop.is_set():
+            self._loop_turns += 1
             started = time.monotonic()
             try:
                 self._connect_and_serve()
@@ -198,6 +284,7 @@ class Uplink:
             delay = backoff * random.uniform(0.8, 1.2)
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
             self._sleep(delay)
+        self._release_held(list(self._held))
 
     def _sleep(self, seconds: float) -> None:
         """Wait for the backoff, or for stop; commits meanwhile do not cut it short."""
@@ -261,6 +348,7 @@ class Uplink:
         self._last_rx = time.monotonic()
         next_health = time.monotonic() + 1.0
         while not self._stop.is_set() and not self._session_over:
+            self._loop_turns += 1
             now = time.monotonic()
             if not self._connected and now > deadline:
                 self._connect_failed(f"broker {self._where} accepted TCP but sent no CONNACK"
@@ -270,8 +358,9 @@ class Uplink:
             if self._connected:
                 if self._health_doc is not None:
                     timeout = min(timeout, max(0.0, next_health - now))
-                if self._hold_until > now:
-                    timeout = min(timeout, self._hold_until - now)
+                if self._held:
+                    first = min(h.until for h in self._held.values())
+                    timeout = min(timeout, max(0.0, first - now))
             wlist = [sock] if client.want_write() else []
             try:
                 readable, writable, _ = select.select([sock, self._wake_r], wlist, [], timeout)
@@ -296,6 +385,7 @@ class Uplink:
                 return
             if self._connected:
                 self._check_silence()
+                self._release_due()
                 self._publish_ready(client)
                 if self._health_doc is not None and time.monotonic() >= next_health:
                     self._publish_health(client)
@@ -355,6 +445,9 @@ class Uplink:
         # Whatever paho held for this connection is forgotten with it; the rows
         # are still on disk and go back to READY.
         if self._inflight:
+            # A refused row keeps its count of refusals through the reconnect.
+            self._tries.update({f.row.rowid: f.tries for f in self._inflight.values()
+                                if f.tries is not None})
             try:
                 self.outbox.release([f.row.rowid for f in self._inflight.values()])
             except Exception:
@@ -468,19 +561,28 @@ class Uplink:
         acks, self._acks = self._acks, []
         done: list[int] = []
         done_rows: list[Row] = []
-        refused: list[tuple[Row, ReasonCode]] = []
+        refused: list[tuple[_InFlight, ReasonCode]] = []
+        unsubscribed: list[tuple[_InFlight, ReasonCode]] = []
+        alarm_taken: Row | None = None
+        """The last alarm-lane row that got a plain success (someone subscribed)."""
         timing: list[tuple[int, float]] = []
         for mid, rc in acks:
             flight = self._inflight.pop(mid, None)
             if flight is None:
                 continue  # the status message, or a PUBACK from an abandoned attempt
             timing.append((len(flight.row.payload), flight.sent_mono))
-            # 0x10 "No matching subscribers" is a success: the broker has the message.
             if rc.is_failure:
-                refused.append((flight.row, rc))
+                refused.append((flight, rc))
+            elif rc.value == NO_MATCHING_SUBSCRIBERS and flight.row.lane == Lane.ALARM:
+                # The broker dropped it: an alarm nobody saw is not delivered.
+                unsubscribed.append((flight, rc))
+                alarm_taken = None
             else:
+                # Elsewhere 0x10 counts as delivered: the broker has it.
                 done.append(flight.row.rowid)
                 done_rows.append(flight.row)
+                if flight.row.lane == Lane.ALARM:
+                    alarm_taken = flight.row
         self.link_rate.acked(time.monotonic(), timing)
         if done:
             # Under the condition's lock: whoever waits for "drained" sees the PUBACKs
@@ -494,28 +596,125 @@ class Uplink:
                 self._state["last_puback_at"] = utc_iso(time.time_ns())
             self._changed()
             self._dirty = True
-            self._refusals = 0
         if refused:
-            self.outbox.release([row.rowid for row, _ in refused])
-            self._dirty = True  # take them again once the hold-off has passed
-            self._refusals += 1
-            hold = min(2.0 ** self._refusals, 60.0)
-            self._hold_until = time.monotonic() + hold
-            row, rc = refused[0]
-            msg = (f"broker {self._where} refused {len(refused)} message(s), e.g. seq {row.seq}"
-                   f" on {self.topics.full(row.topic)}: {rc}; check the broker's ACL for this"
-                   f" gateway; retrying in {hold:.0f} s")
-            log.error("uplink: %s", msg)
-            with self._lock:
-                self._state["refused"] += len(refused)
-                self._state["last_error"] = msg
-            self._changed()
+            self._refused(refused)
+        if unsubscribed:
+            self._unsubscribed(unsubscribed)
+        if alarm_taken is not None:
+            self._platform_back(alarm_taken)
+
+    def _hold(self, flight: _InFlight, why: str, rc: ReasonCode) -> float:
+        """Hold a row answered negatively until its retry; returns the hold-off in seconds."""
+        row = flight.row
+        n = flight.tries.n + 1 if flight.tries is not None and flight.tries.why == why else 1
+        base, cap = REFUSED_BACKOFF_S if why == "refused" else UNSUBSCRIBED_BACKOFF_S
+        delay = min(base * 2.0 ** (n - 1), cap)
+        self._held[row.rowid] = _Held(row, time.monotonic() + delay, _Tries(why, n), str(rc))
+        return delay
+
+    def _refused(self, refused: list[tuple[_InFlight, ReasonCode]]) -> None:
+        delays = [self._hold(flight, "refused", rc) for flight, rc in refused]
+        flight, rc = refused[0]
+        row = flight.row
+        msg = (f"broker {self._where} refused {len(refused)} message(s), e.g. seq {row.seq}"
+               f" on {self.topics.full(row.topic)}: {rc}; check the broker's ACL for this"
+               f" gateway; retrying in {delays[0]:.0f} s (only those: the others go on)")
+        self._refused_log.problem(f"uplink: broker {self._where} refuses messages on"
+                                  f" {self.topics.full(row.topic)}: {rc}; check the broker's ACL"
+                                  " for this gateway; they are kept and retried, up to every"
+                                  f" {REFUSED_BACKOFF_S[1]:.0f} s", logging.ERROR)
+        with self._lock:
+            self._state["refused"] += len(refused)
+            self._state["last_error"] = msg
+        self._show_held()
+
+    def _unsubscribed(self, rows: list[tuple[_InFlight, ReasonCode]]) -> None:
+        for flight, rc in rows:
+            self._hold(flight, "unsubscribed", rc)
+        row = rows[-1][0].row
+        topic = self.topics.full(row.topic)
+        msg = (f"broker {self._where} has no subscriber for {topic}: it dropped alarm seq"
+               f" {row.seq} (PUBACK 0x10); the alarm is kept and sent again, up to every"
+               f" {UNSUBSCRIBED_BACKOFF_S[1]:.0f} s, until a platform takes it")
+        self._unsubscribed_log.problem(f"uplink: {NO_PLATFORM}: broker {self._where} has no"
+                                       f" subscriber for {topic}; alarms are kept and sent"
+                                       " again until a platform takes one", logging.ERROR)
+        with self._lock:
+            self._state["unsubscribed"] += len(rows)
+            self._state["last_error"] = msg
+        self._show_held()
+        if self._platform_fault is not True:
+            self._platform_fault = True
+            self._fault(True, (
+                f"{NO_PLATFORM}: the broker {self._where} has no subscriber for {topic}"
+                f" (PUBACK 0x10 No matching subscribers) and dropped alarm seq {row.seq};"
+                " the gateway keeps its alarms and sends them again, up to every"
+                f" {UNSUBSCRIBED_BACKOFF_S[1]:.0f} s, until a platform takes one; check that"
+                " the platform's consumers are running and subscribe with a persistent session"
+                " (clean start off, a session expiry) or a shared subscription that always"
+                " has a member"),
+                {"fault": "no_subscribers", "topic": topic, "for_seq": row.seq,
+                 "for_event": row.event_id})
+
+    def _platform_back(self, row: Row) -> None:
+        """An alarm-lane row got a plain success: a platform is subscribed."""
+        # Alarms held for want of a subscriber need not wait for their backoff.
+        waiting = [rowid for rowid, h in self._held.items() if h.tries.why == "unsubscribed"]
+        if waiting:
+            self._release_held(waiting)
+        if self._platform_fault is not False:
+            # Also when not known (None): a fault open before a restart clears now.
+            was_open = self._platform_fault is True
+            self._platform_fault = False
+            if was_open:
+                self._unsubscribed_log.resolved(f"uplink: a platform subscribed to"
+                                                f" {self.topics.full(row.topic)} again")
+            self._fault(False, "", {"cleared": f"the broker delivered alarm seq {row.seq} to a"
+                                               " subscriber"})
+
+    def _fault(self, active: bool, reason: str, detail: dict[str, Any]) -> None:
+        if self._on_fault is None:
+            return
+        try:
+            self._on_fault(LinkFault(PLATFORM_FAULT_ID, "police platform",
+                                     f"mqtt:{self._where}", active, reason, mono_ns(),
+                                     detail=detail))
+        except Exception:
+            log.exception("uplink: fault hook failed")
+
+    def _release_due(self) -> None:
+        """Rows whose hold has ended go back to READY, to be taken in lane order."""
+        if not self._held:
+            return
+        now = time.monotonic()
+        due = [rowid for rowid, h in self._held.items() if h.until <= now]
+        if due:
+            self._release_held(due)
+
+    def _release_held(self, rowids: list[int]) -> None:
+        if not rowids:
+            return
+        for rowid in rowids:
+            self._tries[rowid] = self._held.pop(rowid).tries
+        try:
+            self.outbox.release(rowids)
+        except Exception:
+            log.exception("uplink: could not requeue held rows (they return to ready at the"
+                          " next start)")
+        self._dirty = True
+        self._show_held()
+
+    def _show_held(self) -> None:
+        held = [{"seq": h.row.seq, "topic": h.row.topic, "lane": h.row.lane.name.lower(),
+                 "reason": h.tries.why, "code": h.code, "tries": h.tries.n, "until": h.until}
+                for h in sorted(self._held.values(), key=lambda h: (h.row.lane, h.row.rowid))]
+        self._set(held=held)
 
     def _window(self) -> int:
         return max(1, min(self.settings.window, self._server_receive_max - 1))
 
     def _publish_ready(self, client: mqtt.Client) -> None:
-        if not self._dirty or time.monotonic() < self._hold_until:
+        if not self._dirty:
             return
         window = self._window()
         # Lower lanes may fill the window only up to a reserve kept for alarms.
@@ -564,7 +763,7 @@ class Uplink:
                 self.outbox.release([r.rowid for r in rows[i:]])
                 ok = False
                 break
-            self._inflight[info.mid] = _InFlight(row, now)
+            self._inflight[info.mid] = _InFlight(row, now, self._tries.pop(row.rowid, None))
             published += 1
         if published:
             self._delivered("published", rows[:published])

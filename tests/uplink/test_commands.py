@@ -451,28 +451,30 @@ def test_check_config_shows_the_police_loop_without_its_secrets(tmp_path: Path) 
     assert KEY.hex() not in res.stdout + js
 
 
-@pytest.mark.parametrize(("bad", "answered_id"), [
+BAD_IDS_AND_VERSIONS: list[tuple[dict[str, Any], str | None]] = [
     ({"id": 5}, None), ({"id": None}, None), ({"id": ["c-1"]}, None),
     ({"id": "has space"}, None), ({"id": "x" * 200}, None), ({"id": {"a": 1}, "v": True}, None),
     ({"id": "警-1"}, None), ({"id": ""}, None), ({"id": "c-1\n"}, None), ({"id": 1.5}, None),
-    ({"id": True}, None),
-    ({"v": True}, "c-v"),
-])
+    ({"id": True}, None), ({"v": True, "id": "c-v1"}, "c-v1"), ({"v": 1.0, "id": "c-v2"}, "c-v2"),
+]
+
+
 def test_a_command_with_a_bad_id_or_version_gets_a_malformed_result(
-        gw_with_commands: InProcessGateway, platform: PlatformConsole,
-        bad: dict[str, Any], answered_id: str | None) -> None:
+        gw_with_commands: InProcessGateway, platform: PlatformConsole) -> None:
     online(platform)
-    doc: dict[str, Any] = {"v": 1, "id": "c-v", "op": "ping", "issued_at": iso(time.time()),
-                           "args": {}}
-    doc.update(bad)
-    if answered_id is not None:
-        doc = sign(doc, KEY)
-    platform.send_raw(SITE, GWID, json.dumps(doc).encode())
-    key = str(answered_id)
-    assert platform.wait_for(lambda p: key in p.results, 10), "no cmd/result at all"
-    res = platform.results[key]
-    result_schema_ok(res)
-    assert (res["id"], res["ok"], res["code"]) == (answered_id, False, "malformed")
+    for bad, answered_id in BAD_IDS_AND_VERSIONS:
+        doc: dict[str, Any] = {"v": 1, "id": "c-0", "op": "ping",
+                               "issued_at": iso(time.time()), "args": {}}
+        doc.update(bad)
+        if answered_id is not None:
+            doc = sign(doc, KEY)  # signed and fresh: only the version is wrong
+        key = str(answered_id)
+        platform.results.pop(key, None)
+        platform.send_raw(SITE, GWID, json.dumps(doc).encode())
+        assert platform.wait_for(lambda p, k=key: k in p.results, 10), f"no cmd/result: {bad}"
+        res = platform.results[key]
+        result_schema_ok(res)
+        assert (res["id"], res["ok"], res["code"]) == (answered_id, False, "malformed"), bad
 
 
 def test_a_duty_number_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:

@@ -57,18 +57,31 @@ def test_row_stays_until_puback_and_a_black_holed_link_is_redone(tmp_path: Path)
     assert state["connects"] == 2
 
 
-def test_no_matching_subscribers_puback_counts_as_delivered(tmp_path: Path) -> None:
-    with FakeBroker(lambda p: 0x10) as fb, \
+def types(fb: FakeBroker) -> list[str]:
+    return [json.loads(p.payload)["type"] for p in events(fb)]
+
+
+def test_no_matching_subscribers_puback_counts_as_delivered_outside_the_alarm_lane(
+        tmp_path: Path) -> None:
+    # 0x10 for everything but the alarm's second attempt. An alarm nobody received is sent
+    # again (tests/uplink/test_refusals.py); a restore or a fault nobody received is not.
+    def policy(p: Publish) -> int:
+        alarm = p.topic.endswith("/event") and b'"type":"alarm"' in p.payload
+        return 0 if alarm and types(fb).count("alarm") > 1 else 0x10
+
+    with FakeBroker(policy) as fb, \
             InProcessGateway(fast_config(tmp_path, fb.port)) as gw:
         assert gw.panel is not None
         gw.panel.press("gate-panic")
-        assert fb.wait_for(lambda f: len(events(f)) == 1, 10)
+        assert fb.wait_for(lambda f: "fault_cleared" in types(f), 10)
         assert drained(gw)
         gw.panel.release("gate-panic")
-        assert fb.wait_for(lambda f: len(events(f)) == 2, 10)
+        assert fb.wait_for(lambda f: "restore" in types(f), 10)
         assert drained(gw)
-    # Each event went out once: nothing was re-sent.
-    assert [json.loads(p.payload)["type"] for p in events(fb)] == ["alarm", "restore"]
+    alarms = [p.payload for p in events(fb) if json.loads(p.payload)["type"] == "alarm"]
+    assert len(alarms) == 2 and alarms[0] == alarms[1]
+    # Everything else went out once: nothing was re-sent.
+    assert sorted(t for t in types(fb) if t != "alarm") == ["fault", "fault_cleared", "restore"]
 
 
 def test_refused_puback_keeps_the_event_and_retries_it(tmp_path: Path) -> None:
@@ -89,8 +102,9 @@ def test_refused_puback_keeps_the_event_and_retries_it(tmp_path: Path) -> None:
                            and gw.service.uplink.state()["refused"] == 1, 10)
         state = gw.service.uplink.state()
         assert "refused" in state["last_error"] and "ACL" in state["last_error"]
-        # Still on disk while refused.
-        assert gw.service.outbox.stats().lanes["alarm"].ready == 1
+        # Still on disk while refused (held in flight until its retry).
+        alarm = gw.service.outbox.stats().lanes["alarm"]
+        assert alarm.ready + alarm.in_flight == 1
         assert fb.wait_for(lambda f: len(events(f)) == 2, 10)
         assert drained(gw)
     assert events(fb)[0].payload == events(fb)[1].payload
