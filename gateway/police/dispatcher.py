@@ -1,11 +1,18 @@
 """Carrying out platform commands: ack, drill, ping, snapshot, output.
 
 The uplink hands each message from the cmd topic to `CommandDispatcher.submit`,
-which only enqueues. The dispatcher's own thread authenticates it
-(`gateway.uplink.commands`), carries it out, and stores the result in the
-outbox's event lane for the uplink to publish on `cmd/result`. A refused
-command changes nothing and is answered with the reason; nothing here runs in
-the engine's or the uplink's thread, so a slow command never delays an alarm.
+which only enqueues. The dispatcher's intake thread authenticates each command in
+arrival order (`gateway.uplink.commands`: signature, freshness, replayed ids), and
+hands it on; the result is stored in the outbox's event lane for the uplink to
+publish on `cmd/result`. A refused command changes nothing and is answered with the
+reason; nothing here runs in the engine's or the uplink's thread, so a slow command
+never delays an alarm.
+
+An `ack` takes its own path: the intake thread records it and stops the alarm's
+escalation at once (`first_ack_listeners`), before it looks at the next command;
+the lamp (`ack_listeners`, which may wait seconds for an output) and the answer
+follow on the acks thread. Every other op (a drill, a snapshot, an output) is
+carried out on the work thread, so none of them ever delays an acknowledgement.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from gateway.clock import Clock, utc_iso
 from gateway.config import CommandSettings
@@ -30,6 +38,19 @@ from gateway.uplink.commands import Command, CommandChecker, Refusal
 log = logging.getLogger(__name__)
 
 _RECENT_EVENTS = 10_000
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Ack:
+    """An acknowledgement recorded and its escalation stopped; the lamp and answer follow."""
+
+    cmd: Command
+    event_id: str
+    point_id: str
+    ack: dict[str, Any]
+    result: dict[str, Any]
 
 
 class Unsupported(Exception):
@@ -57,7 +78,9 @@ class CommandDispatcher:
         self.checker.preload(outbox.recent_commands(self.checker.remember))
         self.checker.persist = lambda cid: outbox.remember_command(cid, self.checker.remember)
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._acks: queue.SimpleQueue[_Ack | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._events: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
         self._events_lock = threading.Lock()
         self.handlers: dict[str, Callable[[Command], dict[str, Any]]] = {
@@ -68,9 +91,14 @@ class CommandDispatcher:
             "output": self._unsupported("output", "this gateway has no outputs configured"),
         }
         """Op name -> handler returning the result; features replace or add theirs."""
+        self.first_ack_listeners: list[
+            Callable[[str, str, dict[str, Any]], dict[str, Any]]] = []
+        """fn(event_id, point_id, ack) as soon as an ack is recorded, in order, on the
+        intake thread before any later command is looked at: stop the escalation, a
+        drill's step. They must not block. Each returns details merged into the result."""
         self.ack_listeners: list[Callable[[str, str, dict[str, Any]], dict[str, Any]]] = []
-        """fn(event_id, point_id, ack) after an ack is recorded: light the lamp, stop an
-        escalation; each returns details merged into the result."""
+        """fn(event_id, point_id, ack) then, in order, on the acks thread: light the lamp
+        (may wait seconds for the output). Each returns details merged into the result."""
         self.counters: dict[str, int] = {}
         self._counters_lock = threading.Lock()
         if not settings.require_signature:
@@ -82,14 +110,18 @@ class CommandDispatcher:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="commands", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name="commands", daemon=True),
+            threading.Thread(target=self._run_acks, name="commands-ack", daemon=True),
+            threading.Thread(target=self._run_work, name="commands-work", daemon=True)]
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(10.0)
-            self._thread = None
+        self._queue.put(None)  # the intake thread then stops the other two
+        for t in self._threads:
+            t.join(10.0)
+        self._threads = []
 
     def submit(self, payload: bytes) -> None:
         """Hand in one cmd-topic message. Thread-safe; never blocks."""
@@ -104,44 +136,114 @@ class CommandDispatcher:
                 self._events.popitem(last=False)
 
     def _run(self) -> None:
+        """The intake thread: every command is checked here, in arrival order (so replays
+        and ids are judged as before); an ack is recorded and its escalation stopped here,
+        everything slower is handed on."""
+        try:
+            while True:
+                payload = self._queue.get()
+                if payload is None:
+                    return
+                try:
+                    self._take(payload)
+                except Exception:
+                    log.exception("commands: unexpected error handling a command")
+        finally:
+            self._acks.put(None)
+            self._work.put(None)
+
+    def _take(self, payload: bytes) -> None:
+        cmd = self._check(payload)
+        if cmd is None:
+            return
+        if cmd.op == "ack" and self.handlers.get("ack") == self._ack:
+            started, _ = self._attempt(cmd, self._ack_first)
+            if started is not None:
+                self._acks.put(started)
+        else:
+            self._work.put(cmd)
+
+    def _run_acks(self) -> None:
         while True:
-            payload = self._queue.get()
-            if payload is None:
+            started = self._acks.get()
+            if started is None:
                 return
             try:
-                self.handle(payload)
+                self._finish_ack(started)
             except Exception:
-                log.exception("commands: unexpected error handling a command")
+                log.exception("commands: unexpected error finishing an ack")
+
+    def _finish_ack(self, started: _Ack) -> dict[str, Any]:
+        result, refused = self._attempt(started.cmd, lambda _cmd: self._ack_then(started))
+        if result is None:
+            assert refused is not None
+            return refused
+        return self._done(started.cmd, result)
+
+    def _run_work(self) -> None:
+        while True:
+            cmd = self._work.get()
+            if cmd is None:
+                return
+            try:
+                self._carry_out(cmd)
+            except Exception:
+                log.exception("commands: unexpected error carrying out a command")
 
     # -- handling ------------------------------------------------------------
 
     def handle(self, payload: bytes) -> dict[str, Any]:
-        """Check and carry out one command; store and return its result document."""
+        """Check and carry out one command in the calling thread (an ack with all its
+        listeners); store and return its result document."""
+        refused: dict[str, Any] = {}
+        cmd = self._check(payload, refused)
+        if cmd is None:
+            return refused
+        return self._carry_out(cmd)
+
+    def _check(self, payload: bytes, refused: dict[str, Any] | None = None
+               ) -> Command | None:
+        """The command, or None when it is refused (answered; the answer in `refused`)."""
         try:
-            cmd = self.checker.check(payload, clock_synced=self.clock.is_synced())
+            return self.checker.check(payload, clock_synced=self.clock.is_synced())
         except Refusal as refusal:
             self._count(refusal.code)
             log.warning("platform command %s (op %s) refused: %s", refusal.id or "?",
                         refusal.op or "?", refusal)
-            return self._answer(refusal.id, refusal.op, False, refusal.code,
-                                reason=refusal.reason, result=None)
-        handler = self.handlers[cmd.op]
+            doc = self._answer(refusal.id, refusal.op, False, refusal.code,
+                               reason=refusal.reason, result=None)
+            if refused is not None:
+                refused.update(doc)
+            return None
+
+    def _carry_out(self, cmd: Command) -> dict[str, Any]:
+        result, refused = self._attempt(cmd, self.handlers[cmd.op])
+        if result is None:
+            assert refused is not None
+            return refused
+        return self._done(cmd, result)
+
+    def _attempt(self, cmd: Command, fn: Callable[[Command], _T]
+                 ) -> tuple[_T | None, dict[str, Any] | None]:
+        """(fn(cmd), None), or (None, the answer) when it was refused or failed."""
         try:
-            result = handler(cmd)
+            return fn(cmd), None
         except Unsupported as exc:
             self._count("not_supported")
-            return self._answer(cmd.id, cmd.op, False, "not_supported", reason=str(exc),
-                                result=None)
+            return None, self._answer(cmd.id, cmd.op, False, "not_supported",
+                                      reason=str(exc), result=None)
         except Refusal as refusal:
             self._count(refusal.code)
             log.warning("platform command %s (%s) refused: %s", cmd.id, cmd.op, refusal)
-            return self._answer(cmd.id, cmd.op, False, refusal.code, reason=refusal.reason,
-                                result=None)
+            return None, self._answer(cmd.id, cmd.op, False, refusal.code,
+                                      reason=refusal.reason, result=None)
         except Exception as exc:
             self._count("failed")
             log.exception("platform command %s (%s) failed", cmd.id, cmd.op)
-            return self._answer(cmd.id, cmd.op, False, "failed",
-                                reason=f"{type(exc).__name__}: {exc}", result=None)
+            return None, self._answer(cmd.id, cmd.op, False, "failed",
+                                      reason=f"{type(exc).__name__}: {exc}", result=None)
+
+    def _done(self, cmd: Command, result: dict[str, Any]) -> dict[str, Any]:
         self._count("ok")
         log.info("platform command %s (%s) done", cmd.id, cmd.op)
         return self._answer(cmd.id, cmd.op, True, "ok", reason=None, result=result)
@@ -173,6 +275,11 @@ class CommandDispatcher:
         return self._ping_info()
 
     def _ack(self, cmd: Command) -> dict[str, Any]:
+        """The whole ack in one thread (`handle`); the intake thread splits it in two."""
+        return self._ack_then(self._ack_first(cmd))
+
+    def _ack_first(self, cmd: Command) -> _Ack:
+        """Record the ack and run the first listeners (the escalation stops)."""
         event_id = str(cmd.args["event_id"])
         with self._events_lock:
             known = self._events.get(event_id)
@@ -201,12 +308,24 @@ class CommandDispatcher:
                     seq, etype, point_id, operator)
         result: dict[str, Any] = dict(ack)
         result["lamp"] = None
-        for fn in self.ack_listeners:
+        self._notify(self.first_ack_listeners, event_id, point_id, ack, result)
+        return _Ack(cmd, event_id, point_id, ack, result)
+
+    def _ack_then(self, started: _Ack) -> dict[str, Any]:
+        """The rest of an ack (the lamp); its result."""
+        self._notify(self.ack_listeners, started.event_id, started.point_id, started.ack,
+                     started.result)
+        return started.result
+
+    @staticmethod
+    def _notify(listeners: list[Callable[[str, str, dict[str, Any]], dict[str, Any]]],
+                event_id: str, point_id: str, ack: dict[str, Any],
+                result: dict[str, Any]) -> None:
+        for fn in listeners:
             try:
                 result.update(fn(event_id, point_id, ack))
             except Exception:
                 log.exception("commands: ack listener %r failed", fn)
-        return result
 
     def _drill(self, cmd: Command) -> dict[str, Any]:
         point = str(cmd.args["point"])

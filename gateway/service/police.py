@@ -34,12 +34,22 @@ from gateway.police.drills import DrillLog
 from gateway.police.escalation import ESCALATING_TYPES, Escalation
 from gateway.snapshots import SnapshotLane
 from gateway.store import Outbox, Row
-from gateway.uplink.commands import Command, Refusal
+from gateway.uplink.commands import Command, Refusal, parse_time
 
 log = logging.getLogger(__name__)
 
 #: The value of escalation.modem.port that selects the simulated modem.
 SIM_MODEM_PORT = "sim"
+
+
+def _wall_ns(occurred_at: object) -> int:
+    """An event document's `occurred_at` in ns since the epoch; 0 when it has none."""
+    if not isinstance(occurred_at, str):
+        return 0
+    try:
+        return round(parse_time(occurred_at) * 1e9)
+    except ValueError:
+        return 0
 
 
 class PoliceLoop:
@@ -78,7 +88,7 @@ class PoliceLoop:
                 engine=self._engine, outbox=self._outbox, clock=self._clock,
                 wake_uplink=self._wake_uplink, ping_info=self._ping_info)
             self._add_listener(self.commands.on_committed)
-            self.commands.ack_listeners.append(self.drills.on_ack)
+            self.commands.first_ack_listeners.append(self.drills.on_ack)
             self.commands.start()
 
     def link(self, outputs: Outputs | None, cameras: SnapshotLane | None) -> None:
@@ -125,7 +135,8 @@ class PoliceLoop:
             outputs.wait_applied(output, 2.0)
             return outputs.status_of(output)
 
-        commands.ack_listeners.insert(0, light_lamp)
+        # After the escalation has stopped (a first listener): the lamp may take seconds.
+        commands.ack_listeners.append(light_lamp)
         commands.handlers["output"] = switch
 
     def start_escalation(self, outputs: Outputs | None, workdir: Path) -> None:
@@ -161,10 +172,12 @@ class PoliceLoop:
         self.escalation = Escalation(
             settings, engine=self._engine, points={p.id: p for p in self._points},
             set_output=set_output, send_sms=send_sms, site=self.config.gateway.site,
-            gateway=self.config.gateway.id, check_modem=check_modem)
+            gateway=self.config.gateway.id, check_modem=check_modem,
+            clock_synced=self._clock.is_synced)
         self._add_listener(self.escalation.on_committed)
         if self.commands is not None:
-            self.commands.ack_listeners.append(self.escalation.on_ack)
+            # The very first thing an ack does: an ack just before ack_timeout_s counts.
+            self.commands.first_ack_listeners.insert(0, self.escalation.on_ack)
         self._restore_escalation(self.escalation, settings)
         self.escalation.start()
 
@@ -192,10 +205,13 @@ class PoliceLoop:
                     continue
                 c = Committed(seq=int(doc["seq"]), event_id=str(doc["id"]),
                               type=str(doc["type"]), point_id=str(doc["point"]["id"]),
-                              occurred_mono_ns=int(doc["mono_ns"]))
+                              occurred_mono_ns=int(doc["mono_ns"]),
+                              occurred_wall_ns=_wall_ns(doc.get("occurred_at")))
             except (KeyError, TypeError, ValueError):
                 continue
-            if escalation.restore(c, age_s=age_s, delivered=delivered):
+            # Its SMS gives the alarm's own time, and says when that clock was not synced.
+            if escalation.restore(c, age_s=age_s, delivered=delivered,
+                                  time_synced=doc.get("time_synced") is True):
                 restored.append(c.event_id)
         if restored:
             # PUBACKs that came between the read and the restore: the hook found no entry.

@@ -216,7 +216,7 @@ def test_a_restart_does_not_watch_alarms_already_acknowledged_or_escalated(
 
 
 def test_a_restart_keeps_watching_a_delivered_alarm_nobody_answered(
-        tmp_path: Path, broker: Mosquitto, modem: SimModem) -> None:
+        tmp_path: Path, broker: Mosquitto, modem: SimModem, console: PlatformConsole) -> None:
     """Delivered rows are pruned beyond store.keep_acked, but not an alarm the platform has
     not acknowledged: after a restart it is found and still escalates for want of an ack."""
     store = {"keep_acked": 0}
