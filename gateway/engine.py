@@ -5,10 +5,21 @@ only enqueues. The engine thread takes them in order, decides what they
 mean (a panic input going active is an alarm, going back is a restore), and
 commits the event to the outbox before anything else happens to it; then it
 wakes the uplink. The engine knows nothing of wires or of MQTT.
+
+An event whose commit fails (a full disk, an I/O error) is held in memory, whole: its
+event id, its snapshot plan and its fault bookkeeping (`Outbox.commit_event`'s
+`fault_open`/`fault_closed`) are the ones the retry commits. Held events are retried every
+second, after each message, and before any newer event is committed, so that the store's
+order stays the order of the occurrences whenever the store can take them.
+
+Other threads read the state through `call()` (a consistent view, at the engine's pace)
+or `view()`: a copy the engine publishes after each change, for threads that must never
+wait for it (the uplink's heartbeat).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import threading
@@ -17,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, cast
 
 from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.drivers import FaultChange, InputChange
@@ -55,6 +66,41 @@ class PointState:
     alarms: int = 0
 
 
+class PlanEventSnapshots(Protocol):
+    """A snapshot planner that keeps something per event (the snapshot lane's frozen
+    pre-alarm frames): `event_id` is the id the committed event will carry, the same
+    through every retry of its commit, and the one `on_committed` then sees."""
+
+    def __call__(self, point_id: str, event_type: str, *, event_id: str
+                 ) -> list[dict[str, Any]]: ...
+
+
+PlanSnapshots = Callable[[str, str], list[dict[str, Any]]]
+"""`plan(point_id, event_type)`: the event's `snapshots` field, from a planner that keeps
+nothing per event."""
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """The engine's state as it stood after one of its changes (read only: shared)."""
+
+    points: tuple[dict[str, Any], ...]
+    """As `Engine.points_status`."""
+    faults: tuple[dict[str, Any], ...]
+    """As `Engine.open_faults`."""
+
+
+@dataclass
+class _Held:
+    """An occurrence on its way to the store with everything its commit carries, kept as is
+    while a failed commit is retried."""
+
+    occ: Occurrence
+    event_id: str
+    fault_open: dict[str, Any] | None = None
+    fault_closed: str | None = None
+
+
 @dataclass(frozen=True)
 class Committed:
     """An event the store has fsynced."""
@@ -83,18 +129,19 @@ class Engine:
 
     def __init__(self, site: str, gateway: str, points: Sequence[Point], *, outbox: Outbox,
                  clock: Clock, on_committed: Callable[[Committed], None],
-                 plan_snapshots: Callable[[str, str], list[dict[str, Any]]] | None = None
+                 plan_snapshots: PlanSnapshots | PlanEventSnapshots | None = None
                  ) -> None:
         """`points`: every configured input; `on_committed` runs in the engine thread
         right after each fsync (wake the uplink there; it must not block);
         `plan_snapshots(point_id, event_type)` lists the pictures that will follow an
-        event, for its `snapshots` field."""
+        event, for its `snapshots` field; a planner with an `event_id` parameter is given
+        the event's id too (`PlanEventSnapshots`)."""
         self.site = site
         self.gateway = gateway
         self.outbox = outbox
         self.clock = clock
         self._on_committed = on_committed
-        self._plan_snapshots = plan_snapshots
+        self._plan = _event_planner(plan_snapshots)
         self._queue: queue.SimpleQueue[InputChange | FaultChange | _Call | _Stop] = (
             queue.SimpleQueue())
         self._points = {p.id: PointState(p) for p in points}
@@ -102,7 +149,7 @@ class Engine:
         self._restored: set[str] = set()
         """Faults carried over from before the start, not yet confirmed by their driver."""
         self._restored_deadline: float | None = None
-        self._pending: deque[Occurrence] = deque()
+        self._pending: deque[_Held] = deque()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the counters read by stats()
         self.started_mono = time.monotonic()
@@ -114,6 +161,8 @@ class Engine:
         self.observers: list[Callable[[InputChange | FaultChange], None]] = []
         """Called in the engine thread with each change after it was handled (e.g. the
         live input watch); must not block."""
+        self._view = EngineView(tuple(self.points_status()), tuple(self.open_faults()))
+        self._view_stale = False
 
     # -- the door ---------------------------------------------------------
 
@@ -126,6 +175,17 @@ class Engine:
         c = _Call(fn)
         self._queue.put(c)
         return c.future
+
+    def view(self) -> EngineView:
+        """The inputs and open faults as they stood after the engine's last change. Any
+        thread; never waits (the engine replaces the whole view after each change it
+        handled, and never changes one it has published). Read only."""
+        return self._view
+
+    def _publish_view(self) -> None:
+        if self._view_stale:
+            self._view_stale = False
+            self._view = EngineView(tuple(self.points_status()), tuple(self.open_faults()))
 
     # -- lifecycle --------------------------------------------------------
 
@@ -151,6 +211,7 @@ class Engine:
         for rec in records:
             self._faults[rec["device"]] = rec
             self._restored.add(rec["device"])
+            self._view_stale = True
         if records:
             self._restored_deadline = time.monotonic() + RESTORED_FAULT_GRACE_S
             log.warning("%d fault(s) were open when the service stopped (%s); each is cleared"
@@ -181,6 +242,7 @@ class Engine:
     def _run(self) -> None:
         self._restore_faults()
         while True:
+            self._publish_view()
             try:
                 msg = self._queue.get(timeout=self._timeout())
             except queue.Empty:
@@ -231,6 +293,7 @@ class Engine:
         was = state.active
         state.active = change.active
         state.since = utc_iso(self.clock.wall_at(change.mono_ns))
+        self._view_stale = True
         etype: EventType | None = None
         if inp.kind not in ("panic", "tamper"):
             return  # a plain input: its state is shown and may drive linkage, no event
@@ -266,6 +329,7 @@ class Engine:
         is_open = fault.device_id in self._faults
         if fault.active == is_open:
             return  # already known: one fault event per failure, one clear per recovery
+        self._view_stale = True
         since = utc_iso(self.clock.wall_at(fault.mono_ns))
         record: dict[str, Any] | None = None
         if fault.active:
@@ -320,34 +384,45 @@ class Engine:
 
     def _commit(self, occ: Occurrence, *, fault_open: dict[str, Any] | None = None,
                 fault_closed: str | None = None) -> Committed | None:
+        """Commit a new occurrence, after the events held in memory (retried first); None
+        when it could not be committed, and is held in memory too."""
         t0 = time.monotonic()
-        if self._plan_snapshots is not None and not occ.snapshots:
+        if self._pending:
+            self._retry_pending()
+        event_id = new_event_id()
+        if self._plan is not None and not occ.snapshots:
             try:
-                plan = self._plan_snapshots(occ.point.id, occ.type)
+                plan = self._plan(occ.point.id, occ.type, event_id)
             except Exception:
                 log.exception("engine: snapshot plan for %s failed; the event goes without",
                               occ.point.id)
                 plan = []
             if plan:
                 occ = replace(occ, snapshots=tuple(plan))
+        return self._try_commit(_Held(occ, event_id, fault_open, fault_closed), t0)
+
+    def _try_commit(self, held: _Held, t0: float) -> Committed | None:
+        """One attempt at committing `held`; on failure it goes at the end of the events
+        held in memory."""
+        occ = held.occ
 
         def make(seq: int) -> EventDraft:
-            event_id = new_event_id()
-            doc = event_document(occ, event_id=event_id, seq=seq, site=self.site,
+            doc = event_document(occ, event_id=held.event_id, seq=seq, site=self.site,
                                  gateway=self.gateway, boot_id=self.clock.boot_id,
                                  occurred_at=utc_iso(occ.wall_ns))
-            return EventDraft(event_id=event_id, event_type=occ.type, topic="event",
+            return EventDraft(event_id=held.event_id, event_type=occ.type, topic="event",
                               payload=encode(doc))
 
         try:
-            seq, draft = self.outbox.commit_event(LANE[occ.type], make, fault_open=fault_open,
-                                                  fault_closed=fault_closed)
+            seq, draft = self.outbox.commit_event(LANE[occ.type], make,
+                                                  fault_open=held.fault_open,
+                                                  fault_closed=held.fault_closed)
         except GatewayError as exc:
             with self._lock:
                 self.commit_failures += 1
             log.critical("could not commit %s of input %s: %s; holding it in memory and"
                          " retrying", occ.type, occ.point.id, exc)
-            self._pending.append(occ)
+            self._pending.append(held)
             return None
         committed = Committed(seq=seq, event_id=draft.event_id, type=occ.type,
                               point_id=occ.point.id, occurred_mono_ns=occ.mono_ns,
@@ -362,6 +437,7 @@ class Engine:
             state.last_event_id = draft.event_id
             if occ.type == "alarm":
                 state.alarms += 1
+            self._view_stale = True
         level = logging.WARNING if LANE[occ.type] == 0 else logging.INFO
         log.log(level, "%s: %s (%s) at %s: event seq %d id %s committed in %.1f ms",
                 occ.type.upper(), occ.point.id, occ.point.name, occ.point.source, seq,
@@ -375,9 +451,9 @@ class Engine:
 
     def _retry_pending(self) -> None:
         while self._pending:
-            occ = self._pending.popleft()
-            if self._commit(occ) is None:
-                # _commit put it back at the end; keep the original order instead.
+            held = self._pending.popleft()
+            if self._try_commit(held, time.monotonic()) is None:
+                # _try_commit put it back at the end; keep the original order instead.
                 self._pending.rotate(1)
                 return
 
@@ -409,3 +485,20 @@ class Engine:
                 "pending_in_memory": len(self._pending),
                 "loops": self.loops,
             }
+
+
+def _event_planner(plan: PlanSnapshots | PlanEventSnapshots | None
+                   ) -> Callable[[str, str, str], list[dict[str, Any]]] | None:
+    """`plan` as a function of (point_id, event_type, event_id)."""
+    if plan is None:
+        return None
+    try:
+        by_event = "event_id" in inspect.signature(plan).parameters
+    except (TypeError, ValueError):  # no signature to read: a plain planner
+        by_event = False
+    if by_event:
+        planner = cast(PlanEventSnapshots, plan)
+        return lambda point_id, event_type, event_id: planner(point_id, event_type,
+                                                              event_id=event_id)
+    plain = cast(PlanSnapshots, plan)
+    return lambda point_id, event_type, event_id: plain(point_id, event_type)

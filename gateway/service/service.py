@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.config import Config
 from gateway.control import ControlServer
-from gateway.drivers import backends
+from gateway.drivers import FaultChange, backends
 from gateway.drivers.backends import Simulated, SimulatedBuses
 from gateway.drivers.gpio import GpioInputs
 from gateway.drivers.modbus import ModbusInputs
@@ -57,7 +57,7 @@ from gateway.supervision.clock_watch import ClockWatch
 from gateway.supervision.disk_watch import DiskWatch
 from gateway.supervision.input_feed import InputFeed
 from gateway.systemd.watchdog import SystemdLink
-from gateway.uplink.mqtt import Uplink
+from gateway.uplink.mqtt import LinkFault, Uplink
 from gateway.uplink.protocol import Topics, status_document
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,17 @@ class Service:
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s,
                              on_command=self.commands.submit if self.commands else None,
-                             on_delivery=self._on_delivery)
+                             on_delivery=self._on_delivery,
+                             on_fault=self._on_uplink_fault)
         self.uplink.start()
         # Cameras before inputs: a button latched at start gets its pictures too.
         self.add_listener(self.cameras.on_committed)
         self.control_commands.update(self.cameras.control_commands())
         self.cameras.start(self.engine.door, self.uplink.wake)
-        if self.pin_factory is None:
+        # A GPIO backend only where GPIO points need it (a Modbus-only gateway may have no
+        # lgpio); the simulator's costs nothing and keeps `alarmgw sim` its panel.
+        needs_pins = bool(cfg.inputs) or any(o.gpio is not None for o in cfg.outputs)
+        if self.pin_factory is None and (needs_pins or cfg.gpio.backend == "mock"):
             pins = backends.gpio(cfg.gpio.backend)(cfg.inputs)
             self.pin_factory, self.sim = pins.factory, pins.simulated
         self._start_modbus_and_outputs()
@@ -297,6 +301,11 @@ class Service:
         if self.police is not None:
             self.police.on_delivery(step, rows)
 
+    def _on_uplink_fault(self, fault: LinkFault) -> None:
+        """The uplink's `platform` fault, through the engine's door like a driver's."""
+        if self.engine is not None:
+            self.engine.door(FaultChange(**vars(fault)))
+
     def _wake_uplink(self) -> None:
         if self.uplink is not None:
             self.uplink.wake()
@@ -332,12 +341,16 @@ class Service:
                                reason=reason)
 
     def health_doc(self) -> dict[str, Any]:
-        """The heartbeat: built in memory, published QoS 0, never written to disk."""
+        """The heartbeat: built in memory, published QoS 0, never written to disk.
+
+        Called in the uplink thread: the engine's state is the copy it published after its
+        last change (`Engine.view`), whole and consistent, read without waiting for it."""
         assert self.engine is not None
+        view = self.engine.view()
         stats = self.outbox.stats()
         inputs = []
         gpio_status = {s["id"]: s for s in (self.gpio.status() if self.gpio else [])}
-        for p in self.engine.points_status():
+        for p in view.points:
             g = gpio_status.get(p["id"], {})
             inputs.append({"id": p["id"], "active": bool(p["active"]),
                            "glitches": g.get("glitches", 0)})
@@ -350,7 +363,7 @@ class Service:
             "time_synced": self.clock.is_synced(),
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
             "inputs": inputs,
-            "faults": self.engine.open_faults(),
+            "faults": [dict(f) for f in view.faults],
             "queue": {name: lane.ready + lane.in_flight for name, lane in stats.lanes.items()},
             "last_puback_at": uplink.get("last_puback_at"),
             "disk_free_bytes": disk_free(self.config.gateway.state_dir),

@@ -4,6 +4,10 @@
 engine and the service see: `plan()` and `on_committed()` in the engine thread
 (never waiting on a camera), the platform's `snapshot` command, and the control
 socket's commands. `capture_report` is `alarmgw snapshot`'s one picture.
+
+The frames `plan()` freezes are kept under the event's id, which the engine gives it and
+keeps through every retry of a failed commit: `on_committed()` hands each event its own
+frames, whatever order the commits succeed in.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -64,7 +67,9 @@ class SnapshotLane:
         """The simulators behind simulated cameras (`driver = "sim"`), by camera id."""
         self._links: dict[str, list[str]] = {i.id: list(i.cameras) for i in config.inputs}
         self._links.update({p.id: list(p.cameras) for p in config.modbus.points})
-        self._planned: dict[tuple[str, str], deque[dict[str, list[Picture]]]] = {}
+        self._planned: dict[str, dict[str, list[Picture]]] = {}
+        """Frames frozen by `plan()` for events not committed yet: event id -> camera id ->
+        pre-alarm pictures. Engine thread only."""
         self._started = False
 
     def start(self, door: Callable[[FaultChange], None], wake: Callable[[], None]) -> None:
@@ -99,8 +104,9 @@ class SnapshotLane:
 
     # -- the engine's hooks ------------------------------------------------------------------
 
-    def plan(self, point_id: str, event_type: str) -> list[dict[str, Any]]:
-        """The event's `snapshots` field. Engine thread: freezes the ring, never waits."""
+    def plan(self, point_id: str, event_type: str, *, event_id: str) -> list[dict[str, Any]]:
+        """The event's `snapshots` field. Engine thread: freezes the ring, never waits;
+        the frames wait under `event_id` for `on_committed` of that event."""
         if event_type not in SNAPSHOT_TYPES:
             return []
         cams = [self.units[c] for c in self._links.get(point_id, ()) if c in self.units]
@@ -114,20 +120,16 @@ class SnapshotLane:
             plan.append({"camera": unit.id, "name": unit.settings.name, "pre": len(pre),
                          "post": unit.settings.shots})
         if plan:
-            self._planned.setdefault((point_id, event_type), deque()).append(frozen)
+            self._planned[event_id] = frozen
         return plan
 
     def on_committed(self, committed: Committed) -> None:
         """Hand a committed event to its cameras. Engine thread: only enqueues."""
         if committed.type not in SNAPSHOT_TYPES:
             return
-        key = (committed.point_id, committed.type)
-        queue = self._planned.get(key)
-        if not queue:
+        frozen = self._planned.pop(committed.event_id, None)
+        if frozen is None:
             return
-        frozen = queue.popleft()
-        if not queue:
-            del self._planned[key]
         for cam_id, pre in frozen.items():
             unit = self.units.get(cam_id)
             if unit is not None:

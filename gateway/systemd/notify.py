@@ -9,10 +9,11 @@ failure is logged at ERROR, naming the socket; repeats are logged at DEBUG
 until a send succeeds again.
 
 `Heartbeat` is the thread that sends WATCHDOG=1 and STATUS=. A ping is sent
-only when `probe` says the service is making progress (the service's probe is
-a round trip through the engine thread), so a stuck engine stops the pings
-and systemd restarts the service after `WatchdogSec=`. STATUS= is sent when
-its text changes (`poke()` asks for a fresh look), never on a disk timer.
+only when `probe` says the service is making progress (the service's probe,
+`gateway.systemd.watchdog.SystemdLink.probe`, looks at the engine, the store
+and the uplink), so a stuck part stops the pings and systemd restarts the
+service after `WatchdogSec=`. STATUS= is sent when its text changes (`poke()`
+asks for a fresh look), never on a disk timer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import time
 from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
+
+#: Longest a notify datagram may wait for room in the socket, in seconds.
+SEND_TIMEOUT_S = 1.0
 
 
 def _address(name: str) -> str | bytes:
@@ -92,6 +96,9 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    # A socket nobody reads (full queue) must cost a lost ping, never a
+                    # thread blocked with this lock held (the service's stop waits on it).
+                    self._sock.settimeout(SEND_TIMEOUT_S)
                 self._sock.sendto(data, _address(self.socket_name))
             except OSError as exc:
                 self.errors += 1
@@ -246,15 +253,15 @@ class Heartbeat:
         if alive:
             if self._stuck_logged:
                 self._stuck_logged = False
-                log.warning("systemd: the engine answers again; feeding the watchdog")
+                log.warning("systemd: the service makes progress again; feeding the watchdog")
             if self.notifier.watchdog():
                 self.pings += 1
         else:
             self.withheld += 1
             if not self._stuck_logged:
                 self._stuck_logged = True
-                log.critical("systemd: the engine did not answer within %.1f s; withholding"
-                             " WATCHDOG=1 so that systemd restarts the service if it stays"
-                             " stuck", self.probe_timeout_s)
+                log.critical("systemd: the watchdog probe saw no progress within %.1f s;"
+                             " withholding WATCHDOG=1 so that systemd restarts the service if"
+                             " it stays stuck", self.probe_timeout_s)
         with self._cond:
             self._cond.notify_all()

@@ -25,6 +25,7 @@ from gateway.control import request
 from gateway.service import socket_path, store_path
 from gateway.systemd.notify import Heartbeat, Notifier
 from hw_sim.broker import Mosquitto
+from hw_sim.platform import PlatformConsole
 
 #: Upper bound for anything that takes milliseconds on loopback, in seconds.
 WAIT = 10.0
@@ -115,7 +116,10 @@ def test_heartbeat_pings_only_while_the_probe_passes(notify_socket: NotifySocket
 
 def test_service_ready_status_and_watchdog(tmp_path: Path, broker: Mosquitto,
                                            notify_socket: NotifySocket,
+                                           console: PlatformConsole,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # `console`: a platform subscribed, so the alarm is delivered (an alarm nobody is
+    # subscribed to stays waiting: docs/protocol/README.md).
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
     monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
     config = write_config(tmp_path / "gw", broker_port=broker.port, debounce_ms=0)
@@ -248,3 +252,27 @@ def test_no_ready_when_the_store_cannot_open(tmp_path: Path, broker: Mosquitto) 
     assert res.returncode == 1, res.stderr
     assert "outbox.sqlite3" in res.stderr
     assert not [m for m in messages if "READY" in m], messages
+
+
+def test_a_notify_socket_nobody_reads_costs_lost_pings_not_a_blocked_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import gateway.systemd.notify as notify
+
+    monkeypatch.setattr(notify, "SEND_TIMEOUT_S", 0.05)
+    path = tmp_path / "full.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))
+    try:
+        n = Notifier(str(path))
+        # The queue of a datagram socket holds a few hundred small messages at most: before
+        # the fix the first send past it blocked for ever (pytest-timeout ends the test).
+        results: list[bool] = []
+        while len(results) < 5000 and (not results or results[-1]):
+            results.append(n.send("WATCHDOG=1"))
+        n.close()
+    finally:
+        reader.close()
+    assert results[0] is True
+    assert results[-1] is False and n.errors == 1
