@@ -4,6 +4,16 @@ A Unix stream socket under the runtime directory, mode 0660 (the service's
 user and group only); nothing listens on the network. The protocol is one
 JSON object per line each way: `{"cmd": "status"}` is answered by
 `{"ok": true, "result": {...}}` or `{"ok": false, "error": "..."}`.
+
+The socket is bound under a umask that leaves it no wider than 0660 from the moment
+it exists (unix(7): a new socket file gets every permission the umask does not take
+away; a chmod after bind() would leave it world-accessible until then, when the
+service is started outside its unit with a loose umask). Then it is made exactly
+0660 (the unit's UMask=0027 would give 0640, and the group could not connect).
+
+At most `MAX_CLIENTS` clients are served at once, one thread each; a client beyond
+that gets `{"ok": false, "error": "busy: N clients connected"}` at once, without a
+thread, and is counted (`ControlServer.stats()`).
 """
 
 from __future__ import annotations
@@ -19,27 +29,42 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ControlError, ServiceNotRunningError
+from gateway.logs import OnChangeLog
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
+#: Clients served at once; one more is refused with a "busy" line.
+MAX_CLIENTS = 8
 _MAX_REQUEST = 64 * 1024
 _CLIENT_TIMEOUT_S = 10.0
+_SOCKET_MODE = 0o660
+#: Added to the umask around bind(): no execute bits, nothing for others.
+_BIND_UMASK = 0o117
+_umask_lock = threading.Lock()
+"""Serialises our own umask changes (two servers starting at once)."""
 
 Handler = Callable[[dict[str, Any]], Any]
 
 
 class ControlServer:
-    """Serves control requests on a Unix socket, one short-lived thread per client."""
+    """Serves control requests on a Unix socket, one short-lived thread per client, at most
+    `max_clients` at once."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(self, path: Path, handler: Handler, *, max_clients: int = MAX_CLIENTS) -> None:
         """`handler(request)` returns the result (JSON-able) or raises to answer an error."""
         self.path = Path(path)
         self._handler = handler
+        self.max_clients = max_clients
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._clients: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        """Notified whenever a client comes or goes."""
+        self.refused = 0
+        """Clients turned away because `max_clients` were connected."""
+        self._busy_log = OnChangeLog(log)
         self._stopping = False
 
     def start(self) -> None:
@@ -55,8 +80,8 @@ class ControlServer:
                 raise ControlError(f"another alarmgw answers on {self.path}; stop it first")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(str(self.path))
-            os.chmod(self.path, 0o660)
+            _bind_private(sock, self.path)
+            os.chmod(self.path, _SOCKET_MODE)  # widen 0640 (UMask=0027) to the group's rw
             sock.listen(8)
         except OSError as exc:
             sock.close()
@@ -87,6 +112,17 @@ class ControlServer:
         except FileNotFoundError:
             pass
 
+    def stats(self) -> dict[str, int]:
+        """Clients connected now, the cap, and clients refused since start."""
+        with self._lock:
+            return {"clients": len(self._clients), "max_clients": self.max_clients,
+                    "refused": self.refused}
+
+    def wait_clients(self, count: int, timeout: float) -> bool:
+        """Wait until exactly `count` clients are connected (tests, diagnostics)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._clients) == count, timeout)
+
     def _accept_loop(self) -> None:
         while not self._stopping:
             sock = self._sock
@@ -99,8 +135,40 @@ class ControlServer:
             t = threading.Thread(target=self._serve, args=(conn,), name="control-client",
                                  daemon=True)
             with self._lock:
-                self._clients.add(t)
-            t.start()
+                busy = len(self._clients)
+                if busy >= self.max_clients:
+                    self.refused += 1
+                else:
+                    self._clients.add(t)
+                    self._changed.notify_all()
+            if busy >= self.max_clients:
+                self._refuse(conn, busy)
+                continue
+            self._busy_log.resolved("control socket: clients are served again")
+            try:
+                t.start()
+            except RuntimeError as exc:  # no thread to be had: answer nothing, count nothing
+                log.error("control: cannot start a thread for a client: %s", exc)
+                with self._lock:
+                    self._clients.discard(t)
+                    self._changed.notify_all()
+                conn.close()
+
+    def _refuse(self, conn: socket.socket, busy: int) -> None:
+        """Answer "busy" without a thread and without waiting on the client."""
+        with conn:
+            try:
+                conn.setblocking(False)
+                try:
+                    conn.recv(_MAX_REQUEST)  # what the client sent already: read, not answered
+                except BlockingIOError:
+                    pass
+                _send(conn, {"ok": False, "error": f"busy: {busy} clients connected"})
+            except OSError as exc:
+                log.debug("control: refused client went away: %s", exc)
+        self._busy_log.problem(f"control socket: {busy} clients connected (the most served at"
+                               " once): refusing more; see who holds it with"
+                               f" `ss -xp | grep {self.path.name}`")
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -139,6 +207,42 @@ class ControlServer:
         finally:
             with self._lock:
                 self._clients.discard(threading.current_thread())
+                self._changed.notify_all()
+
+
+def _bind_private(sock: socket.socket, path: Path) -> None:
+    """bind() `sock` to `path` under a umask that takes execute bits and everything for
+    others away, so that the socket is never wider than 0660, then restore the umask.
+
+    The umask is the process's: other threads run while this one binds (the control socket
+    starts last, and moving it before the other parts would announce a service that cannot
+    answer yet). The window is the one bind() call, and the mask only adds bits to the
+    umask (read from /proc, so that it is never set to anything else), so a file another
+    thread creates meanwhile can only come out stricter, never wider; and the service
+    creates no directory once it runs (the state and runtime directories are made before
+    any thread starts), which an execute bit taken away could break.
+    """
+    with _umask_lock:
+        old = _current_umask()
+        if old is None:
+            old = os.umask(0o177)  # no /proc: for a moment owner-only, still usable
+        os.umask(old | _BIND_UMASK)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+
+
+def _current_umask() -> int | None:
+    """The process's umask without changing it (Linux 4.7+), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _send(conn: socket.socket, doc: dict[str, Any]) -> None:
@@ -161,10 +265,16 @@ def request(path: Path, req: dict[str, Any], timeout: float = 10.0) -> Any:
                                " the service's group (alarmgw)") from exc
         except OSError as exc:
             raise ServiceNotRunningError(path, exc.strerror or str(exc)) from exc
-        sock.sendall(json.dumps(req, ensure_ascii=False).encode("utf-8") + b"\n")
+        try:
+            sock.sendall(json.dumps(req, ensure_ascii=False).encode("utf-8") + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused ("busy") and closed before the request went out: read the answer
         data = b""
         while b"\n" not in data:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
                 raise ControlError(f"the service closed {path} without answering")
             data += chunk

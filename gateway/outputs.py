@@ -266,7 +266,11 @@ class _Writer:
         detail: dict[str, Any] = {"output": s.id, "wanted": "on" if on else "off",
                                   "attempts": tries}
         if s.device is not None:
-            detail.update({"bus": s.bus, "unit": s.unit, "device": s.device})
+            # "module", not "device": the engine keys an open fault (in memory and in the
+            # store) by its "device", which is this output's id, and a detail key of that
+            # name would list the output's fault under its module and overwrite the
+            # module's own fault where both are open.
+            detail.update({"bus": s.bus, "unit": s.unit, "module": s.device})
         detail["error"] = exc.kind if isinstance(exc, ModbusError) else "output"
         self._door(FaultChange(device_id=s.id, name=s.name, source=s.source, active=True,
                                reason=reason, mono_ns=mono_ns(), location=s.location,

@@ -33,23 +33,31 @@ class WiredPin(MockPin):  # type: ignore[misc]
         if self.wire_level is not None:
             self._drive(self.wire_level)
 
-    def _drive(self, high: bool) -> None:
+    def _drive(self, high: bool, edge: bool = True) -> None:
         if self._function != "input":
             return
-        if high:
+        if not edge:
+            # The level changes but no edge is reported: as when the kernel loses an
+            # interrupt, or a glitch hides it. when_changed is not called.
+            self._change_state(high)
+        elif high:
             self.drive_high()
         else:
             self.drive_low()
 
-    def set_wire(self, level: bool | None) -> None:
-        """Hold the line at `level` through a closed contact, or open it (None)."""
+    def set_wire(self, level: bool | None, *, edge: bool = True) -> None:
+        """Hold the line at `level` through a closed contact, or open it (None).
+
+        `edge=False`: change the level without its edge reaching the pin's
+        `when_changed` callback (a lost edge), so that only a re-read of the level finds
+        the change."""
         self.wire_level = level
         if level is not None:
-            self._drive(level)
+            self._drive(level, edge)
         elif self._pull == "up":
-            self._drive(True)
+            self._drive(True, edge)
         elif self._pull == "down":
-            self._drive(False)
+            self._drive(False, edge)
 
 
 def make_sim_factory() -> MockFactory:
@@ -82,18 +90,20 @@ class SimPanel:
                             " the factory with make_sim_factory()")
         return pin, inp
 
-    def set_active(self, point_id: str, active: bool) -> None:
-        """Put the input's contact in its active (pressed) or normal state."""
+    def set_active(self, point_id: str, active: bool, *, edge: bool = True) -> None:
+        """Put the input's contact in its active (pressed) or normal state; `edge=False`:
+        without the edge reaching the gateway's driver (a lost edge, see WiredPin)."""
         pin, inp = self._pin(point_id)
         closed = active if inp.contact == "NO" else not active
         if inp.pull == "off":
             # External resistors: the line simply reads the level its state gives.
             high = active == (inp.active_level == "high")
-            pin.set_wire(high)
+            pin.set_wire(high, edge=edge)
         elif closed:
-            pin.set_wire(inp.pull == "down")  # the contact ties the line to the other rail
+            # The contact ties the line to the other rail.
+            pin.set_wire(inp.pull == "down", edge=edge)
         else:
-            pin.set_wire(None)
+            pin.set_wire(None, edge=edge)
 
     def press(self, point_id: str) -> None:
         self.set_active(point_id, True)

@@ -443,7 +443,7 @@ def test_failed_coil_write_is_retried_reported_and_never_delays_the_alarm(
         assert fault["source"] == "modbus:rs485/2/coil0"
         assert "cannot be switched on" in fault["detail"]["reason"]
         assert fault["detail"]["attempts"] == 4
-        assert fault["detail"]["device"] == "relays"
+        assert fault["detail"]["module"] == "relays"
         # The alarm was committed before the first write was even tried.
         assert console.events_of("alarm", "p1")[0]["seq"] < fault["seq"]
         assert outputs.status_of("sounder")["state"] == "faulty"

@@ -8,18 +8,89 @@ cameras, platform commands and escalation. A config error, including a state or
 runtime directory that the service's user cannot create or write, exits 2 (see
 `gateway.cli.directories`); where check-config runs as another user than the
 service, it says that it cannot tell.
+
+A config the service cannot run with on this machine exits 1, the summary printed and
+the problem said: GPIO inputs or outputs with `gpio.backend = "lgpio"` where the lgpio
+module is missing (`alarmgw run` would stop at start). With no GPIO input or output no
+GPIO backend is needed, and none is opened. Hints change nothing in the exit code: a Pi
+camera (`driver = "picamera"`) needs AF_NETLINK, which the unit leaves out
+(`NETLINK_DROP_IN`, docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.cli import directories
-from gateway.cli.common import EXIT_OK, config_path, print_json
-from gateway.cli.status import service_user
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, config_path, print_json
+from gateway.cli.status import UNIT, service_user
 from gateway.config import CameraSettings, Config, load_config
+
+#: The drop-in line (`systemctl edit alarmgw`, under [Service]) that lets libcamera find
+#: the Pi camera: its device enumeration opens a netlink socket (a udev monitor).
+NETLINK_DROP_IN = "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK"
+
+
+def gpio_points(cfg: Config) -> tuple[int, int]:
+    """How many GPIO inputs and GPIO outputs the config has."""
+    return len(cfg.inputs), sum(1 for o in cfg.outputs if o.gpio is not None)
+
+
+def gpio_problem(cfg: Config) -> str | None:
+    """Why the service could not open its GPIO backend here, or None. Nothing is opened
+    (the running service may hold the pins): only whether lgpio can be imported."""
+    inputs, outputs = gpio_points(cfg)
+    if not (inputs or outputs) or cfg.gpio.backend != "lgpio":
+        return None
+    if importlib.util.find_spec("lgpio") is not None:
+        return None
+    needs = " and ".join(f"{n} GPIO {what}(s)" for n, what in ((inputs, "input"),
+                                                               (outputs, "output")) if n)
+    return (f'gpio.backend = "lgpio" but the lgpio module is missing, and {needs} need it:'
+            " `alarmgw run` would stop at start; on Raspberry Pi OS install python3-lgpio"
+            " (or pip install 'alarmgw[pi]'); on the simulator use backend = \"mock\"")
+
+
+def _unit_allows_netlink() -> bool | None:
+    """Whether the installed unit (drop-ins included) lets AF_NETLINK through; None where
+    systemd does not run or has no such unit."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return None
+    try:
+        res = subprocess.run([systemctl, "show", UNIT, "--no-pager",
+                              "--property=LoadState,RestrictAddressFamilies"],
+                             capture_output=True, text=True, timeout=5.0, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    props = dict(line.partition("=")[::2] for line in res.stdout.splitlines() if "=" in line)
+    if res.returncode != 0 or props.get("LoadState") in (None, "", "not-found"):
+        return None
+    families = props.get("RestrictAddressFamilies", "")
+    if not families:
+        return True  # no restriction
+    if families.startswith("~"):
+        return "AF_NETLINK" not in families.split()
+    return "AF_NETLINK" in families.split()
+
+
+def hints(cfg: Config) -> list[str]:
+    """What the technician should know about running this config under the unit."""
+    out: list[str] = []
+    pi_cams = [c.id for c in cfg.cameras if c.driver == "picamera"]
+    if pi_cams and _unit_allows_netlink() is not True:
+        out.append(f"camera {', '.join(pi_cams)} is a Pi camera: libcamera needs netlink"
+                   " sockets (AF_NETLINK), which the unit alarmgw.service does not allow."
+                   " Allow them with `sudo systemctl edit alarmgw`, adding:\n[Service]\n"
+                   f"{NETLINK_DROP_IN}\nthen `sudo systemctl restart alarmgw`"
+                   " (docs/operations.md, \"A Pi camera\")")
+    return out
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -31,8 +102,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     problem = directories.first_problem(cfg, dirs)
     if problem is not None:
         raise problem  # a config error: main says it (and with --json as a document), exit 2
+    problems = [p for p in (gpio_problem(cfg),) if p is not None]
+    notes = hints(cfg)
+    code = EXIT_FAIL if problems else EXIT_OK
     if args.json:
-        print_json({"ok": True, "path": str(cfg.path), "site": cfg.gateway.site,
+        print_json({"ok": not problems,
+                    **({"error": "; ".join(problems)} if problems else {}),
+                    "problems": problems, "hints": notes,
+                    "path": str(cfg.path), "site": cfg.gateway.site,
                      "gateway": cfg.gateway.id, "broker": f"{cfg.broker.host}:{cfg.broker.port}",
                      "tls": cfg.broker.tls is not None, "gpio_backend": cfg.gpio.backend,
                      "inputs": [{"id": i.id, "kind": i.kind, "source": i.source,
@@ -45,9 +122,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                      "escalation": _escalation_summary(cfg),
                      "directories": [d.as_dict() for d in dirs],
                      **_modbus_summary(cfg)})
-        return EXIT_OK
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return code
     b = cfg.broker
-    print(f"{cfg.path}: OK")
+    print(f"{cfg.path}: " + ("loads, but the service cannot run with it here (below)"
+                             if problems else "OK"))
     print(f"  gateway   {cfg.gateway.site}/{cfg.gateway.id}")
     print(f"  state     {cfg.gateway.state_dir}   control socket in {cfg.gateway.runtime_dir}")
     for d in dirs:
@@ -57,7 +137,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  broker    {b.host}:{b.port}  {tls}  keepalive {b.keepalive_s} s"
           f"  client id {b.client_id}" + (f"  user {b.username}" if b.username else ""))
     print(f"  store     budget {cfg.store.max_bytes // (1024 * 1024)} MiB")
-    print(f"  gpio      backend {cfg.gpio.backend}")
+    print(f"  gpio      backend {cfg.gpio.backend}"
+          + ("" if any(gpio_points(cfg)) else " (not used: no GPIO input or output)"))
     for i in cfg.inputs:
         print(f"  input     {i.id:<16} {i.kind:<7} {i.source:<8} {i.contact} pull-{i.pull}"
               f" active-{i.active_level} debounce {i.debounce_ms} ms  {i.name}"
@@ -87,7 +168,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f" {esc['uplink_down_s']:g} s with the uplink down: sounder"
               f" {esc['sounder'] or 'none'}, SMS to {len(esc['sms_to'])} number(s) via"
               f" {esc['modem_port'] or 'no modem'}")
-    return EXIT_OK
+    for note in notes:
+        first, *rest = note.splitlines()
+        print(f"  hint      {first}")
+        for line in rest:
+            print(f"              {line}")
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    return code
 
 
 def _commands_summary(cfg: Config) -> dict[str, Any] | None:

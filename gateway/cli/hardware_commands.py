@@ -202,6 +202,7 @@ def _simulated_endpoint(cfg: Config, args: argparse.Namespace, bus_id: str, bus_
 def cmd_modbus_scan(args: argparse.Namespace) -> int:
     from gateway.config.modbus import BusSettings, rtu_char_s
     from gateway.drivers.modbus import FrameRing, Link, ScanResult, make_link, parse_units, scan
+    from gateway.drivers.modbus.scan import SCAN_TRIES
 
     ring = FrameRing()
     link: Link
@@ -249,12 +250,13 @@ def cmd_modbus_scan(args: argparse.Namespace) -> int:
             return
         mark = "FOUND" if r.present else "  -  "
         rtt = f"{r.rtt_ms:6.1f} ms" if r.rtt_ms is not None else " " * 9
+        retried = f" (answered on try {r.tries} of {SCAN_TRIES})" if r.tries > 1 else ""
         if r.present or r.result != "timeout":
-            print(f"  unit {r.unit:<3} {mark}  {rtt}  {r.detail}", flush=True)
+            print(f"  unit {r.unit:<3} {mark}  {rtt}  {r.detail}{retried}", flush=True)
 
     if not args.json:
         print(f"scanning {link.where} for units {args.units or default_units}, {timeout_ms} ms"
-              " per unit ...", flush=True)
+              f" per unit, a silent unit asked {SCAN_TRIES} times ...", flush=True)
     try:
         results = scan(link, units, timeout_ms / 1000, show)
     except ModbusError as exc:
@@ -267,6 +269,11 @@ def cmd_modbus_scan(args: argparse.Namespace) -> int:
                     "found": found, "results": [vars(r) for r in results]})
     elif found:
         print(f"{len(found)} unit(s) answer on {link.where}: {', '.join(map(str, found))}")
+        again = [str(r.unit) for r in results if r.present and r.tries > 1]
+        if again:
+            print(f"{len(again)} unit(s) answered only when asked again ({', '.join(again)}):"
+                  " frames are being lost; check the termination, bias and cabling (a module"
+                  " that loses frames often will be reported faulty in service)")
     else:
         garbled = [r for r in results if r.result in ("crc", "malformed", "wrong_unit")]
         hint = (" (some replies were garbled: check the baud rate, parity and A/B wiring)"

@@ -27,7 +27,7 @@ from gateway.cli.common import (
     print_json,
     unknown_point,
 )
-from gateway.cli.status import fmt_lane, input_lines
+from gateway.cli.status import fmt_lane, fmt_waited, input_lines
 from gateway.errors import GatewayError, ServiceNotRunningError
 
 
@@ -78,6 +78,7 @@ def cmd_inputs(args: argparse.Namespace) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     from gateway.service import store_path
+    from gateway.service.status import Now, waited
     from gateway.store import read_queue_offline
 
     cfg = load(args)
@@ -95,14 +96,22 @@ def cmd_queue(args: argparse.Namespace) -> int:
         stats = {"waiting": st.waiting, "lanes": {n: vars(v) for n, v in st.lanes.items()},
                  "next_seq": st.next_seq}
         print(f"{exc}; reading the store directly", file=sys.stderr)
+    # Aged here, by this machine's clocks, whichever way the rows came: the boot clock
+    # is the kernel's, the same for this process as for the service.
+    now = Now.read()
+    for w in waiting:
+        w["age_s"], w["age_clock"] = waited(w.get("created_at"), w.get("mono_ns"),
+                                            w.get("boot_id"), now)
     if args.json:
         print_json({"running": running, "stats": stats, "waiting": waiting})
         return code
     print(f"{stats['waiting']} waiting: " + "; ".join(
         fmt_lane(n, lane) for n, lane in stats["lanes"].items()))
     for w in waiting:
+        age = fmt_waited(w["age_s"], w["age_clock"], w.get("boot_id"))
         print(f"  {w['lane']:<6} {w['state']:<9} seq {w['seq'] if w['seq'] is not None else '-':<6}"
-              f" {w['type'] or '-':<14} {w['created_at']}  tries {w['attempts']}  {w['topic']}")
+              f" {w['type'] or '-':<14} {w['created_at']}  waited {age}  tries {w['attempts']}"
+              f"  {w['topic']}")
     return code
 
 

@@ -83,7 +83,9 @@ def offline_status(config: Config, error: str) -> dict[str, Any]:
     doc["clock"] = clock_info(Clock(config.clock.sync_source), config)
     doc["disk"] = disk_info(config.gateway.state_dir, store_path(config))
     doc["inputs"] = [{"id": i.id, "name": i.name, "location": i.location, "kind": i.kind,
-                      "source": i.source, "active": None} for i in config.inputs]
+                      "source": i.source, "active": None} for i in config.inputs] + [
+        {"id": m.id, "name": m.name, "location": m.location, "kind": m.kind,
+         "source": m.source, "active": None} for m in config.modbus.points]  # GPIO, Modbus
     doc["outputs"] = []
     doc["faults"] = None
     doc["versions"] = versions()
@@ -110,6 +112,16 @@ def fmt_age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def fmt_waited(seconds: float | None, clock: str | None, boot_id: str | None) -> str:
+    """How long a row has waited, as `gateway.service.status.waited` tells it: by the boot
+    clock as a plain age; by the wall clock marked so, since NTP may have stepped it
+    between then and now."""
+    if clock != "wall":
+        return fmt_age(seconds)
+    return f"~{fmt_age(seconds)} by the wall clock" + (", from an earlier boot" if boot_id
+                                                        else "")
+
+
 def _fmt_mb(n: int | None) -> str:
     return "?" if n is None else f"{n / 1e6:.0f} MB" if n >= 10e6 else f"{n / 1e6:.1f} MB"
 
@@ -125,7 +137,8 @@ def input_lines(points: list[dict[str, Any]]) -> list[str]:
             bit = "-" if wire.get("bit") is None else wire["bit"]
             extra = f" bit {bit} {wire['contact']} module {wire['device']} {wire['device_state']}"
         elif wire:
-            extra = f" level {wire.get('level')} glitches {wire.get('glitches')}"
+            extra = f" level {wire.get('level')} glitches {wire.get('glitches')}" + (
+                f" missed edges {wire['missed_edges']}" if wire.get("missed_edges") else "")
         else:
             extra = ""
         lines.append(f"  {p['id']:<16} {p['kind']:<7} {p['source']:<9} {state:<7}{extra}"
@@ -161,8 +174,9 @@ def _queue_lines(q: dict[str, Any] | None, store_error: str | None,
         lines.append("oldest:  nothing waits for the platform")
     else:
         what = oldest.get("event_id") or "a message"
+        age = fmt_waited(oldest.get("age_s"), oldest.get("age_clock"), oldest.get("boot_id"))
         lines.append(f"oldest:  {what} in the {oldest['lane']} lane, waiting since"
-                     f" {oldest['created_at']} ({fmt_age(oldest.get('age_s'))})")
+                     f" {oldest['created_at']} ({age})")
     return lines
 
 

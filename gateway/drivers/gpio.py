@@ -7,6 +7,14 @@ mock backend ignores it and a lock-out debounce reports the first edge of a
 bounce. Here a new level counts only once it has held for `debounce_ms`; an
 excursion that ends sooner is a glitch, counted per input and shown in
 `alarmgw inputs`, and raises nothing.
+
+Edges can be lost (by the kernel, or hidden in a glitch), and a lost edge would leave
+the debounced state wrong until the next one: a latched panic button would never
+alarm. So the debounce thread also re-reads every input's level each `RESYNC_S`
+seconds (in memory; nothing is written). A level that disagrees with the debounced
+state, with no edge pending, is treated like an edge: if it still disagrees after the
+debounce time (at least `RESYNC_HOLD_MS`) and no edge came meanwhile, it is a change,
+counted per input as a missed edge (`missed_edges` in `alarmgw status` and `inputs`).
 """
 
 from __future__ import annotations
@@ -25,6 +33,13 @@ log = logging.getLogger(__name__)
 
 _PULL = {"up": "up", "down": "down", "off": "floating"}
 
+#: How often every input's level is re-read to find a lost edge, in seconds.
+RESYNC_S = 1.0
+#: How long a level found by a re-read must hold before it counts, at least, in ms: an
+#: input with `debounce_ms = 0` still gives its edge callback (which runs a little after
+#: the level changes) the time to arrive, so that a re-read racing it is not a missed edge.
+RESYNC_HOLD_MS = 20
+
 
 class _Line:
     """One input pin and its debounce state. Fields are guarded by GpioInputs._cond."""
@@ -39,8 +54,12 @@ class _Line:
         self.run_start_ns = 0
         """When the current raw level began."""
         self.deadline_ns: int | None = None
+        self.resyncing = False
+        """The pending deadline was set by a re-read of the level, not by an edge."""
         self.glitches = 0
         self.changes = 0
+        self.missed_edges = 0
+        """Changes found by re-reading the level: their edge never came."""
         self.last_change_ns: int | None = None
 
     def is_active_level(self, high: bool) -> bool:
@@ -60,11 +79,17 @@ class GpioInputs:
 
     def __init__(self, inputs: Sequence[InputSettings], factory: Any,
                  door: Callable[[InputChange], None], *,
-                 on_glitch: Callable[[str, int, int], None] | None = None) -> None:
+                 on_glitch: Callable[[str, int, int], None] | None = None,
+                 resync_s: float = RESYNC_S) -> None:
         """`inputs`: the configured GPIO inputs; `factory`: a gpiozero pin factory;
         `door`: called with each confirmed change (must not block); `on_glitch(input id,
-        glitches so far, CLOCK_BOOTTIME ns)`: called for each glitch (must not block)."""
+        glitches so far, CLOCK_BOOTTIME ns)`: called for each glitch (must not block);
+        `resync_s`: how often every level is re-read (a lost edge), in seconds."""
         self.factory = factory
+        self.resync_ns = int(resync_s * 1e9)
+        self._next_resync_ns = 0
+        self._read_errors: dict[str, str] = {}
+        """By input id: the last error re-reading its level (logged once, on change)."""
         self._door = door
         self._on_glitch = on_glitch
         self._settings = list(inputs)
@@ -130,7 +155,9 @@ class GpioInputs:
         with self._cond:
             line.last_edge_ns = now
             line.run_start_ns = now
+            line.resyncing = False  # an edge came: it decides, as ever
             if line.debounce_ns == 0:
+                line.deadline_ns = None
                 if high != line.stable_high:
                     confirmed = self._confirm(line, high, now)
             elif high == line.stable_high:
@@ -153,29 +180,76 @@ class GpioInputs:
         line.last_change_ns = began_ns
         return InputChange(line.settings.id, line.is_active_level(high), began_ns)
 
+    def _read(self, line: _Line) -> bool | None:
+        """The pin's level now, or None when it cannot be read (logged on change)."""
+        sid = line.settings.id
+        try:
+            high = bool(line.pin.state)
+        except Exception as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            if self._read_errors.get(sid) != msg:
+                self._read_errors[sid] = msg
+                log.error("input %s (GPIO%d): cannot re-read the level: %s", sid,
+                          line.settings.gpio, msg)
+            return None
+        if self._read_errors.pop(sid, None) is not None:
+            log.info("input %s (GPIO%d): its level can be read again", sid, line.settings.gpio)
+        return high
+
+    def _resync(self, line: _Line, now: int) -> None:
+        """Re-read a line with nothing pending: a level that disagrees with the debounced
+        state starts a deadline, as an edge would (its edge was lost, or is still on its
+        way: an edge arriving before the deadline takes over)."""
+        high = self._read(line)
+        if high is None or high == line.stable_high:
+            return
+        line.resyncing = True
+        line.run_start_ns = now
+        line.deadline_ns = now + max(line.debounce_ns, RESYNC_HOLD_MS * 1_000_000)
+
     def _run(self) -> None:
         while True:
             due: list[InputChange] = []
+            missed: list[tuple[str, int, bool, int]] = []
             with self._cond:
                 if self._stop:
                     return
                 now = mono_ns()
+                resync = now >= self._next_resync_ns
+                if resync:
+                    self._next_resync_ns = now + self.resync_ns
                 next_deadline: int | None = None
                 for line in self._lines:
+                    if line.deadline_ns is None and resync:
+                        self._resync(line, now)
                     dl = line.deadline_ns
                     if dl is None:
                         continue
                     if dl <= now:
                         line.deadline_ns = None
-                        high = bool(line.pin.state)
-                        if high != line.stable_high:
-                            # Held since the last edge for the whole debounce time.
+                        found_by_read, line.resyncing = line.resyncing, False
+                        high = self._read(line)
+                        if high is not None and high != line.stable_high:
+                            # Held since the last edge (or the re-read that found it) for
+                            # the whole debounce time.
                             due.append(self._confirm(line, high, line.run_start_ns))
+                            if found_by_read:
+                                line.missed_edges += 1
+                                missed.append((line.settings.id, line.settings.gpio, high,
+                                               line.missed_edges))
                     elif next_deadline is None or dl < next_deadline:
                         next_deadline = dl
                 if not due:
-                    timeout = None if next_deadline is None else (next_deadline - now) / 1e9
-                    self._cond.wait(timeout)
+                    if not self._lines:
+                        self._cond.wait()  # no GPIO input: nothing to re-read until stop
+                        continue
+                    wake = self._next_resync_ns if next_deadline is None else min(
+                        next_deadline, self._next_resync_ns)
+                    self._cond.wait(max(0, wake - now) / 1e9)
+            for sid, pin, high, count in missed:
+                log.warning("input %s (GPIO%d): its level changed to %s without an edge (found"
+                            " by re-reading it; %d missed edge(s) so far): check the wiring"
+                            " for interference", sid, pin, "high" if high else "low", count)
             for change in due:
                 self._door(change)
 
@@ -190,4 +264,5 @@ class GpioInputs:
                 "debounce_ms": line.settings.debounce_ms,
                 "glitches": line.glitches,
                 "changes": line.changes,
+                "missed_edges": line.missed_edges,
             } for line in self._lines]
