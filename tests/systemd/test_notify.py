@@ -258,7 +258,7 @@ def test_a_notify_socket_nobody_reads_costs_lost_pings_not_a_blocked_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    import gateway.systemd.notify as notify
+    from gateway.systemd import notify
 
     monkeypatch.setattr(notify, "SEND_TIMEOUT_S", 0.05)
     path = tmp_path / "full.sock"
