@@ -17,44 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from refusing_store import RefusingOutbox
 
 from gateway import engine as engine_mod
 from gateway.clock import Clock, mono_ns
 from gateway.drivers import FaultChange
 from gateway.engine import Committed, Engine
-from gateway.errors import StoreError
 from gateway.events import Point
-from gateway.store import EventDraft, Lane, Outbox
+from gateway.store import Outbox
 
 WAIT = 10.0
 POINTS = [Point("gate-panic", "南门", "South gate", "panic", "gpio:17")]
 DEVICE = "rs485-unit3"
-
-
-class RefusingOutbox(Outbox):
-    """The real store, refusing the event commits `refuse(document)` picks as a full disk
-    would: inside the transaction, which rolls back, with the store's own error."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.refuse: Callable[[dict[str, Any]], bool] = lambda doc: False
-        self.refused: list[dict[str, Any]] = []
-
-    def commit_event(self, lane: Lane, make: Callable[[int], EventDraft],
-                     properties: dict[str, Any] | None = None, *,
-                     fault_open: dict[str, Any] | None = None,
-                     fault_closed: str | None = None) -> tuple[int, EventDraft]:
-        def build(seq: int) -> EventDraft:
-            draft = make(seq)
-            doc = json.loads(draft.payload)
-            if self.refuse(doc):
-                self.refused.append(doc)
-                raise StoreError(f"store {self.path}: cannot commit event: database or disk"
-                                 " is full")
-            return draft
-
-        return super().commit_event(lane, build, properties, fault_open=fault_open,
-                                    fault_closed=fault_closed)
 
 
 def once(etype: str) -> Callable[[dict[str, Any]], bool]:
@@ -132,7 +106,7 @@ def test_a_fault_whose_commit_was_retried_gets_its_fault_cleared_after_a_restart
     with life(path, box) as run:
         run.engine.door(fault(True))
         assert run.wait_committed("fault")  # refused once, held in memory, retried
-        assert [d["type"] for d in box.refused] == ["fault"]
+        assert [d["type"] for d in box.refusals] == ["fault"]
         assert run.engine.stats()["commit_failures"] == 1
         assert [d["type"] for d in run.delivered()] == ["fault"]
     # Restarted (the grace is long: nothing is cleared for silence), and the device is
@@ -154,7 +128,7 @@ def test_a_fault_cleared_whose_commit_was_retried_stays_cleared_after_a_restart(
         run.engine.door(fault(True))
         run.engine.door(fault(False))
         assert run.wait_committed("fault_cleared")
-        assert [d["type"] for d in box.refused] == ["fault_cleared"]
+        assert [d["type"] for d in box.refusals] == ["fault_cleared"]
         assert [d["type"] for d in run.delivered()] == ["fault", "fault_cleared"]
         # The store knows the fault is over: a restart has nothing to restore.
         assert box.open_faults() == []
@@ -193,7 +167,7 @@ def test_an_event_held_in_memory_is_committed_before_the_next_one(
         run.engine.door(fault(True))
         run.engine.call(hold)
         assert in_call.wait(WAIT)  # the fault was refused, and so was its retry
-        assert {d["type"] for d in box.refused} == {"fault"}
+        assert {d["type"] for d in box.refusals} == {"fault"}
         # The retry after this call is refused too; then the disk has room, and the
         # device's recovery is the next thing the engine handles.
         disk["room_after_next_refusal"] = True

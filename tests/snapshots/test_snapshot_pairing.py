@@ -12,7 +12,6 @@ from inside the transaction, with the error a full disk gives, until the test le
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,45 +19,15 @@ from typing import Any
 
 import pytest
 from gw import DEFAULT_INPUTS, InProcessGateway, write_config
+from refusing_store import RefusingOutbox
 
 from gateway.drivers.cameras import Picture
-from gateway.errors import StoreError
 from gateway.service import store_path
-from gateway.store import EventDraft, Lane, Outbox
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
 WAIT = 15.0
 PRE = 2
-
-
-class RefusingOutbox(Outbox):
-    """The real store, refusing the event commits `refuse(document)` picks as a full disk
-    would: inside the transaction, which rolls back, with the store's own error."""
-
-    def __init__(self, path: Path, **kw: Any) -> None:
-        super().__init__(path, **kw)
-        self.refuse: Callable[[dict[str, Any]], bool] = lambda doc: False
-        self.refused = threading.Condition()
-        self.refusals: list[dict[str, Any]] = []
-
-    def commit_event(self, lane: Lane, make: Callable[[int], EventDraft],
-                     properties: dict[str, Any] | None = None, *,
-                     fault_open: dict[str, Any] | None = None,
-                     fault_closed: str | None = None) -> tuple[int, EventDraft]:
-        def build(seq: int) -> EventDraft:
-            draft = make(seq)
-            doc = json.loads(draft.payload)
-            if self.refuse(doc):
-                with self.refused:
-                    self.refusals.append(doc)
-                    self.refused.notify_all()
-                raise StoreError(f"store {self.path}: cannot commit event: database or disk"
-                                 " is full")
-            return draft
-
-        return super().commit_event(lane, build, properties, fault_open=fault_open,
-                                    fault_closed=fault_closed)
 
 
 @pytest.fixture
