@@ -163,7 +163,8 @@ class ControlServer:
                     conn.recv(_MAX_REQUEST)  # what the client sent already: read, not answered
                 except BlockingIOError:
                     pass
-                _send(conn, {"ok": False, "error": f"busy: {busy} clients connected"})
+                _send(conn, {"ok": False, "error": f"busy: {busy} clients connected; end other"
+                             " alarmgw commands (inputs --watch) and try again"})
             except OSError as exc:
                 log.debug("control: refused client went away: %s", exc)
         self._busy_log.problem(f"control socket: {busy} clients connected (the most served at"

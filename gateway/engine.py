@@ -19,7 +19,6 @@ wait for it (the uplink's heartbeat).
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import threading
@@ -28,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.drivers import FaultChange, InputChange
@@ -66,18 +65,14 @@ class PointState:
     alarms: int = 0
 
 
-class PlanEventSnapshots(Protocol):
-    """A snapshot planner that keeps something per event (the snapshot lane's frozen
-    pre-alarm frames): `event_id` is the id the committed event will carry, the same
-    through every retry of its commit, and the one `on_committed` then sees."""
+class PlanSnapshots(Protocol):
+    """`plan(point_id, event_type, event_id=...)`: the event's `snapshots` field. `event_id`
+    is the id the committed event will carry, the same through every retry of its commit,
+    and the one `on_committed` then sees (the snapshot lane keeps its frozen pre-alarm
+    frames under it)."""
 
     def __call__(self, point_id: str, event_type: str, *, event_id: str
                  ) -> list[dict[str, Any]]: ...
-
-
-PlanSnapshots = Callable[[str, str], list[dict[str, Any]]]
-"""`plan(point_id, event_type)`: the event's `snapshots` field, from a planner that keeps
-nothing per event."""
 
 
 @dataclass(frozen=True)
@@ -129,19 +124,18 @@ class Engine:
 
     def __init__(self, site: str, gateway: str, points: Sequence[Point], *, outbox: Outbox,
                  clock: Clock, on_committed: Callable[[Committed], None],
-                 plan_snapshots: PlanSnapshots | PlanEventSnapshots | None = None
+                 plan_snapshots: PlanSnapshots | None = None
                  ) -> None:
         """`points`: every configured input; `on_committed` runs in the engine thread
         right after each fsync (wake the uplink there; it must not block);
-        `plan_snapshots(point_id, event_type)` lists the pictures that will follow an
-        event, for its `snapshots` field; a planner with an `event_id` parameter is given
-        the event's id too (`PlanEventSnapshots`)."""
+        `plan_snapshots(point_id, event_type, event_id=...)` lists the pictures that will
+        follow an event, for its `snapshots` field."""
         self.site = site
         self.gateway = gateway
         self.outbox = outbox
         self.clock = clock
         self._on_committed = on_committed
-        self._plan = _event_planner(plan_snapshots)
+        self._plan = plan_snapshots
         self._queue: queue.SimpleQueue[InputChange | FaultChange | _Call | _Stop] = (
             queue.SimpleQueue())
         self._points = {p.id: PointState(p) for p in points}
@@ -392,7 +386,7 @@ class Engine:
         event_id = new_event_id()
         if self._plan is not None and not occ.snapshots:
             try:
-                plan = self._plan(occ.point.id, occ.type, event_id)
+                plan = self._plan(occ.point.id, occ.type, event_id=event_id)
             except Exception:
                 log.exception("engine: snapshot plan for %s failed; the event goes without",
                               occ.point.id)
@@ -485,20 +479,3 @@ class Engine:
                 "pending_in_memory": len(self._pending),
                 "loops": self.loops,
             }
-
-
-def _event_planner(plan: PlanSnapshots | PlanEventSnapshots | None
-                   ) -> Callable[[str, str, str], list[dict[str, Any]]] | None:
-    """`plan` as a function of (point_id, event_type, event_id)."""
-    if plan is None:
-        return None
-    try:
-        by_event = "event_id" in inspect.signature(plan).parameters
-    except (TypeError, ValueError):  # no signature to read: a plain planner
-        by_event = False
-    if by_event:
-        planner = cast(PlanEventSnapshots, plan)
-        return lambda point_id, event_type, event_id: planner(point_id, event_type,
-                                                              event_id=event_id)
-    plain = cast(PlanSnapshots, plan)
-    return lambda point_id, event_type, event_id: plain(point_id, event_type)

@@ -4,6 +4,9 @@ An event is built once, with its seq, when it is committed to the outbox;
 the stored bytes are what every retry publishes, so `id` and every other
 field are stable across retries. The JSON Schema of this document is
 `gateway/uplink/schemas/event.schema.json`.
+
+`InputChange` and `FaultChange` are what reaches the engine's door before an event
+exists: from a driver (the contract is in `gateway.drivers`), a watch or the uplink.
 """
 
 from __future__ import annotations
@@ -104,3 +107,34 @@ def event_document(occ: Occurrence, *, event_id: str, seq: int, site: str, gatew
 def encode(doc: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON; Chinese point names travel as they are."""
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class InputChange:
+    """A debounced change of one input's state, as a driver reports it."""
+
+    point_id: str
+    active: bool
+    """True when the input is in its active state (pressed, tampered)."""
+    mono_ns: int
+    """CLOCK_BOOTTIME when the new level began, in ns."""
+    initial: bool = False
+    """True for the reading taken when the driver started."""
+
+
+@dataclass(frozen=True)
+class FaultChange:
+    """A supervised device failed (`active`) or recovered, as a driver reports it."""
+
+    device_id: str
+    """The device's id from the config (becomes the event's point id)."""
+    name: str
+    """What a person calls it, e.g. 'Modbus unit 3 on bus rs485'."""
+    source: str
+    """Where it is reached, e.g. 'modbus:rs485/3' or 'camera:gate'."""
+    active: bool
+    reason: str
+    """What is wrong and what to check; empty when it recovered."""
+    mono_ns: int
+    location: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)

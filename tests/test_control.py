@@ -165,7 +165,9 @@ def test_the_client_past_the_cap_is_refused_politely_and_the_server_goes_on(
             raw.sendall(b'{"cmd": "ping"}\n')
             line = raw.makefile("rb").readline()
         assert json.loads(line) == {"ok": False,
-                                    "error": f"busy: {MAX_CLIENTS} clients connected"}
+                                    "error": f"busy: {MAX_CLIENTS} clients connected; end other"
+                                             " alarmgw commands (inputs --watch)"
+                                             " and try again"}
         assert server.stats() == {"clients": MAX_CLIENTS, "max_clients": MAX_CLIENTS,
                                   "refused": 2}
         assert threading.active_count() == threads_before  # no thread for a refused client

@@ -30,7 +30,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Engine, Outbox, list[Committed]]]:
     box.open()
     committed: list[Committed] = []
 
-    def plan(point_id: str, etype: str) -> list[dict[str, Any]]:
+    def plan(point_id: str, etype: str, *, event_id: str) -> list[dict[str, Any]]:
         return [{"camera": "gate-cam", "shots": 3}] if etype == "alarm" else []
 
     engine = Engine("s", "g", POINTS, outbox=box, clock=Clock("assume-synced"),

@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.clock import Clock, mono_ns, utc_iso
 from gateway.config import Config
 from gateway.control import ControlServer
-from gateway.drivers import FaultChange, backends
+from gateway.drivers import backends
 from gateway.drivers.backends import Simulated, SimulatedBuses
 from gateway.drivers.gpio import GpioInputs
 from gateway.drivers.modbus import ModbusInputs
@@ -57,7 +57,7 @@ from gateway.supervision.clock_watch import ClockWatch
 from gateway.supervision.disk_watch import DiskWatch
 from gateway.supervision.input_feed import InputFeed
 from gateway.systemd.watchdog import SystemdLink
-from gateway.uplink.mqtt import LinkFault, Uplink
+from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class Service:
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s,
                              on_command=self.commands.submit if self.commands else None,
                              on_delivery=self._on_delivery,
-                             on_fault=self._on_uplink_fault)
+                             on_fault=self.engine.door)
         self.uplink.start()
         # Cameras before inputs: a button latched at start gets its pictures too.
         self.add_listener(self.cameras.on_committed)
@@ -300,11 +300,6 @@ class Service:
     def _on_delivery(self, step: str, rows: list[Any]) -> None:
         if self.police is not None:
             self.police.on_delivery(step, rows)
-
-    def _on_uplink_fault(self, fault: LinkFault) -> None:
-        """The uplink's `platform` fault, through the engine's door like a driver's."""
-        if self.engine is not None:
-            self.engine.door(FaultChange(**vars(fault)))
 
     def _wake_uplink(self) -> None:
         if self.uplink is not None:

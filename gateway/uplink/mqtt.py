@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -53,6 +53,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.clock import mono_ns, utc_iso
 from gateway.config import BrokerSettings
+from gateway.events import FaultChange
 from gateway.logs import OnChangeLog
 from gateway.store import Lane, Outbox, Row
 from gateway.uplink.link_rate import (
@@ -67,7 +68,7 @@ from gateway.uplink.tls import describe_connect_error, make_tls_context
 log = logging.getLogger(__name__)
 
 __all__ = ["BULK_AHEAD_S", "BULK_BYTES_IN_FLIGHT", "BULK_BYTES_UNMEASURED", "NO_PLATFORM",
-           "PLATFORM_FAULT_ID", "REFUSED_BACKOFF_S", "UNSUBSCRIBED_BACKOFF_S", "LinkFault",
+           "PLATFORM_FAULT_ID", "REFUSED_BACKOFF_S", "UNSUBSCRIBED_BACKOFF_S",
            "LinkRate", "Uplink", "describe_connect_error", "make_tls_context"]
 
 NO_MATCHING_SUBSCRIBERS = 0x10
@@ -80,21 +81,6 @@ PLATFORM_FAULT_ID = "platform"
 """The point id of the fault raised while alarms find no subscriber."""
 NO_PLATFORM = "no platform subscribed"
 """How that fault's reason begins."""
-
-
-@dataclass(frozen=True)
-class LinkFault:
-    """A fault of the uplink's own, with the fields of `gateway.drivers.FaultChange` (which
-    the uplink may not import: the service turns one into the other for the engine's door)."""
-
-    device_id: str
-    name: str
-    source: str
-    active: bool
-    reason: str
-    mono_ns: int
-    location: str = ""
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,7 +119,7 @@ class Uplink:
                  health_interval_s: float = 30.0,
                  on_command: Callable[[bytes], None] | None = None,
                  on_delivery: Callable[[str, list[Row]], None] | None = None,
-                 on_fault: Callable[[LinkFault], None] | None = None) -> None:
+                 on_fault: Callable[[FaultChange], None] | None = None) -> None:
         """`status_doc(state, reason=None)`: the status document for 'online'/'offline';
         `health_doc()`: the heartbeat document; `health_interval_s`: heartbeat
         period, in seconds; `on_fault(fault)`: the `platform` fault opens or clears
@@ -676,9 +662,9 @@ class Uplink:
         if self._on_fault is None:
             return
         try:
-            self._on_fault(LinkFault(PLATFORM_FAULT_ID, "police platform",
-                                     f"mqtt:{self._where}", active, reason, mono_ns(),
-                                     detail=detail))
+            self._on_fault(FaultChange(PLATFORM_FAULT_ID, "police platform",
+                                       f"mqtt:{self._where}", active, reason, mono_ns(),
+                                       detail=detail))
         except Exception:
             log.exception("uplink: fault hook failed")
 
