@@ -16,6 +16,13 @@ shot, and saved as files under `--snapshot-dir` when given; a
 
     python -m hw_sim.platform --port 1883 --snapshot-dir snapshots/
 
+With `--web HOST:PORT` it serves the duty officer's web console instead
+(hw_sim/console, docs/console.md): live alarms with their pictures,
+acknowledgement, drills, each gateway's presence and health. Loopback only
+unless `--web-allow-remote` (which then requires a password).
+
+    python -m hw_sim.platform --port 1883 --web 127.0.0.1:8080 --command-key KEYFILE
+
 It keeps a persistent session (clean_start false, one hour expiry), so a
 broker that keeps sessions queues events while the console is away.
 """
@@ -500,6 +507,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--auto-ack", type=float, metavar="SECONDS",
                     help="acknowledge every alarm and drill this many seconds after it arrives")
     ap.add_argument("--operator", default="console", help="operator name in acks")
+    web = ap.add_argument_group("web console (docs/console.md)")
+    web.add_argument("--web", metavar="HOST:PORT", help="serve the duty officer's web console"
+                     " (loopback only unless --web-allow-remote)")
+    web.add_argument("--web-allow-remote", action="store_true", help="allow a non-loopback"
+                     " address; requires a password")
+    web.add_argument("--web-password-file", metavar="FILE", help="the console's password"
+                     " (first line; or set ALARMGW_CONSOLE_PASSWORD)")
+    web.add_argument("--web-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    web.add_argument("--web-key", type=Path, help="the certificate's private key (PEM)")
+    web.add_argument("--db", type=Path, help="the console's record (SQLite; default: a"
+                     " temporary file)")
+    web.add_argument("--ingest-workers", type=int, default=0, metavar="N",
+                     help="ingest as N worker processes on $share/GROUP (GROUP: --share,"
+                     " default alarmgw-console); 0: in this process")
     sub = ap.add_subparsers(dest="action")
     send = sub.add_parser("send", help="send one command to a gateway and print its result")
     send.add_argument("site")
@@ -513,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     key = _read_key(args.command_key)
     if args.action == "send":
         return _send(args, key)
+    if args.web:
+        return _web(args, key)
     console = PlatformConsole(args.host, args.port, share_group=args.share, jsonl=args.jsonl,
                               out=sys.stdout, tls_ca=args.ca, tls_cert=args.cert,
                               tls_key=args.key, command_key=key, auto_ack_s=args.auto_ack,
@@ -528,6 +551,46 @@ def main(argv: list[str] | None = None) -> int:
     console.stop()
     print(f"platform console: {len(console.events)} events, {console.duplicates} duplicates"
           f" dropped, open seq gaps: {console.gaps() or 'none'}")
+    return 0
+
+
+def _web(args: argparse.Namespace, key: bytes | None) -> int:
+    """Serve the web console until SIGINT or SIGTERM."""
+    import ssl
+
+    from hw_sim.console.app import WebConsole
+    from hw_sim.console.web import ConsoleRefused, read_password
+
+    host, sep, port = str(args.web).rpartition(":")
+    if not sep or not port.isdigit():
+        print(f"--web {args.web!r}: expected HOST:PORT, e.g. 127.0.0.1:8080", file=sys.stderr)
+        return 2
+    host = host.strip("[]")
+    ctx: ssl.SSLContext | None = None
+    if args.web_cert is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.web_cert, args.web_key)
+    tls = {"tls_ca": args.ca, "tls_cert": args.cert, "tls_key": args.key} if args.ca else None
+    try:
+        console = WebConsole(args.host, args.port, db=args.db, web_host=host,
+                             web_port=int(port), allow_remote=args.web_allow_remote,
+                             password=read_password(args.web_password_file),
+                             command_key=key, workers=args.ingest_workers,
+                             share_group=args.share, tls=tls, ssl_context=ctx)
+    except ConsoleRefused as exc:
+        print(f"platform console: {exc}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    url = console.start()
+    try:
+        print(f"platform console: the duty officer's console is at {url} (record {console.db};"
+              f" broker {args.host}:{args.port}"
+              + ("" if key else "; no --command-key: it cannot acknowledge") + ")", flush=True)
+        done.wait()
+    finally:
+        console.stop()
     return 0
 
 
