@@ -12,6 +12,7 @@ drives through the service's control socket.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,11 +28,19 @@ if TYPE_CHECKING:
     from gateway.drivers.modem import Modem
 
 
+#: Input ids, comma-separated, whose contact is active when the simulated pins are made:
+#: a panic button latched before the gateway started (bench/boot.py).
+LATCHED_ENV = "ALARMGW_SIM_LATCHED"
+
+
 def _gpio(inputs: Sequence[InputSettings]) -> PinBackend:
     from hw_sim.gpio import SimPanel, make_sim_factory
 
     factory = make_sim_factory()
-    return PinBackend(factory, SimPanel(factory, inputs))
+    panel = SimPanel(factory, inputs)
+    for point in filter(None, os.environ.get(LATCHED_ENV, "").split(",")):
+        panel.set_active(point.strip(), True)
+    return PinBackend(factory, panel)
 
 
 def _modbus(settings: ModbusSettings, outputs: Sequence[OutputSettings]) -> ModbusTransport:

@@ -126,7 +126,8 @@ fi
 
 # -- install / upgrade -----------------------------------------------------------------------
 
-for f in pyproject.toml gateway/__init__.py examples/config.toml systemd/alarmgw.service; do
+for f in pyproject.toml gateway/__init__.py examples/config.toml systemd/alarmgw.service \
+    debian/fix-shebangs; do
   [ -e "$SRC/$f" ] || die "$SRC/$f is missing: run this script from an alarmgw source tree"
 done
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$SRC/pyproject.toml" | head -1)"
@@ -203,7 +204,15 @@ if ! "$new/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-versi
   rm -rf "$new"
   die "pip could not install alarmgw into the new venv (see above); the installed version, if any, is unchanged"
 fi
-if ! "$new/bin/alarmgw" --version >/dev/null; then
+# pip and venv wrote the path they were given into the venv: the first line of every script
+# (#!DIR/opt/... under --root), the activate scripts and pyvenv.cfg. The venv runs from
+# $OPT_REL: that path goes in its place, or the unit cannot exec its program (203/EXEC).
+if [ -n "$ROOT" ]; then
+  "$PYTHON" "$SRC/debian/fix-shebangs" "$ROOT" "$new/bin"
+  sed -i "s|$ROOT$OPT_REL|$OPT_REL|g" "$new"/bin/activate* "$new/pyvenv.cfg"
+fi
+# Run through the venv's interpreter: under --root, the path in the first line is not here.
+if ! "$new/bin/python" "$new/bin/alarmgw" --version >/dev/null; then
   rm -rf "$new"
   die "the new venv's alarmgw does not run (see above); the installed version, if any, is unchanged"
 fi
@@ -278,7 +287,8 @@ if [ "$created" -eq 1 ]; then
   say "  systemctl start alarmgw && alarmgw selftest"
 elif [ "$START" -eq 0 ]; then
   say "not (re)started (--no-start): systemctl restart alarmgw"
-elif ! "$OPT/venv/bin/alarmgw" --config "$CONFIG" check-config >/dev/null; then
+elif ! "$OPT/venv/bin/python" "$OPT/venv/bin/alarmgw" --config "$CONFIG" check-config \
+    >/dev/null; then
   say "not (re)started: $CONFIG does not load (see above); fix it, then systemctl restart alarmgw"
 else
   live systemctl restart "$NAME.service"

@@ -225,8 +225,10 @@ def test_install_lays_everything_down(root: Root, tmp_path: Path) -> None:
     assert venv.is_symlink()
     assert os.readlink(venv).startswith("releases/alarmgw-0.1.0-")
     program = venv / "bin/alarmgw"
-    out = subprocess.run([str(program), "--version"], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    # Through the venv's interpreter: its first line names the installed path, /opt/alarmgw
+    # (test_root_install_scripts_start_from_the_installed_path starts it from there).
+    out = subprocess.run([str(venv / "bin/python"), str(program), "--version"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == "alarmgw 0.1.0"
     cfg_text = (venv / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg_text
@@ -259,6 +261,44 @@ def test_install_lays_everything_down(root: Root, tmp_path: Path) -> None:
         copy = unit_with_exec(tmp_path, unit, program)
         v = analyze("verify", "--man=no", str(copy))
         assert v.returncode == 0, v.stderr
+
+
+def at_installed_location(root: Root, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run `argv` with the root's /opt/alarmgw mounted at /opt/alarmgw (in a mount namespace
+    of its own), so that the kernel starts each script through the path in its first line
+    as the booted image would."""
+    script = ('mount -t tmpfs alarmgw-test /opt && mkdir /opt/alarmgw'
+              ' && mount --bind "$0/opt/alarmgw" /opt/alarmgw && exec "$@"')
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           script, str(root.path), *argv],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@needs_installer
+def test_root_install_scripts_start_from_the_installed_path(root: Root) -> None:
+    install(root)
+    release = os.readlink(root / "opt/alarmgw/venv")
+    interpreter = f"/opt/alarmgw/{release}/bin/python"
+    bindir = root / "opt/alarmgw/venv/bin"
+    scripts = [f for f in sorted(bindir.iterdir())
+               if f.is_file() and not f.is_symlink() and f.read_bytes()[:2] == b"#!"]
+    assert any(f.name == "alarmgw" for f in scripts), [f.name for f in scripts]
+    for f in scripts:
+        first = f.read_text(errors="replace").splitlines()[0]
+        assert first == f"#!{interpreter}", f"{f.name}: {first}"
+    for f in sorted(bindir.iterdir()):
+        if f.is_file() and not f.is_symlink():
+            assert str(root.path) not in f.read_text(errors="replace"), f"{f} names the build root"
+    assert str(root.path) not in (root / "opt/alarmgw/venv/pyvenv.cfg").read_text()
+
+    probe = at_installed_location(root, "true")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount the root's /opt/alarmgw at /opt/alarmgw here: {probe.stderr}")
+    # The unit's ExecStart= and the link on PATH, started by the kernel from their first line.
+    for program in ("/opt/alarmgw/venv/bin/alarmgw", os.readlink(root / "usr/local/bin/alarmgw")):
+        res = at_installed_location(root, program, "--version")
+        assert res.returncode == 0, f"{program}: exit {res.returncode}\n{res.stderr}"
+        assert res.stdout.strip() == "alarmgw 0.1.0"
 
 
 @needs_installer

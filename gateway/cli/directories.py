@@ -94,6 +94,19 @@ def probe(path: Path, *, keep: bool) -> str | None:
                     pass
 
 
+def store_problem(cfg: Config, key: str) -> str | None:
+    """For gateway.state_dir: why the store in it cannot be opened by this alarmgw (a file
+    of a newer schema, left by a downgrade), or None. Restarting cannot fix that."""
+    if key != "gateway.state_dir":
+        return None
+    from gateway.service.paths import store_path
+    from gateway.store.schema import file_version, version_problem
+
+    path = store_path(cfg)
+    version = file_version(path)
+    return None if version is None else version_problem(path, version)
+
+
 def _describe_existing(path: Path) -> str:
     """Owner, group and mode of an existing directory, or that it does not exist yet."""
     try:
@@ -127,7 +140,7 @@ def check(cfg: Config, service_user: str | None) -> list[DirectoryCheck]:
                 f" {_describe_existing(path)}; check as the service's user:"
                 f" sudo -u {service_user or 'root'} alarmgw check-config"))
             continue
-        problem = probe(path, keep=False)
+        problem = probe(path, keep=False) or store_problem(cfg, key)
         if problem is None:
             results.append(DirectoryCheck(key, str(path), "ok",
                                           f"can be created and written by {me}"))
@@ -152,6 +165,9 @@ def prepare(cfg: Config) -> None:
     me = user_name()
     for key, path in directories(cfg):
         problem = probe(path, keep=True)
+        schema = store_problem(cfg, key)
+        if schema is not None:
+            raise ConfigError(cfg.path, key, schema)
         if problem is not None:
             raise ConfigError(cfg.path, key, f"{path} cannot be used by {me}, who runs the"
                               f" service: {problem}; give a directory this user may create"

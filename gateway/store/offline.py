@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import StoreError
+from gateway.store import inspections
 from gateway.store.records import QueueStats
 from gateway.store.reports import drill_records, queue_stats, waiting_rows
+from gateway.store.schema import version_problem
 
 T = TypeVar("T")
 
@@ -29,6 +31,9 @@ def _read_offline(path: Path, read: Callable[[sqlite3.Connection], T]) -> T:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the store {path} read-only: {exc}") from exc
     try:
+        problem = version_problem(path, db.execute("PRAGMA user_version").fetchone()[0])
+        if problem is not None:
+            raise StoreError(problem)
         return read(db)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the store {path}: {exc}") from exc
@@ -44,3 +49,15 @@ def read_drills_offline(path: Path, limit: int = 100) -> list[dict[str, Any]]:
 def read_queue_offline(path: Path, limit: int = 100) -> tuple[QueueStats, list[dict[str, Any]]]:
     """Read the queue of a store whose service is not running, without changing it."""
     return _read_offline(path, lambda db: (queue_stats(db, 0, 0, 0), waiting_rows(db, limit)))
+
+
+def read_inspections_offline(path: Path, limit: int = 20) -> list[dict[str, Any]]:
+    """The inspection windows (latest first) of a store whose service is not running; none
+    in a file an older alarmgw wrote, which has no inspection table yet."""
+
+    def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name='inspections'").fetchone() is None:
+            return []
+        return inspections.windows(db, limit=limit)
+
+    return _read_offline(path, read)

@@ -17,6 +17,10 @@ Versions:
    ages the status screens read cost a read of every picture stored; in version 2 they
    are on the row's first page, and the indexes the sums use carry `size` themselves.
    Within one boot a row's age is told by CLOCK_BOOTTIME, which NTP does not step.
+3. Inspections (gateway.inspection): `inspections` (each window and, once it ended, its
+   report), `proven` (per point, the last time it was proven working, or since when it
+   has gone unproven) and `notices` (the untested notices sent, so that none is sent
+   twice). Only tables are added: a version 2 file is brought to 3 by creating them.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from gateway import __version__
 from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: What `prepare` leaves the connection's `synchronous` at: the first commit of a row must
 #: be fsynced, so a connection starts out at the strict setting.
 SYNCHRONOUS_AT_OPEN = "FULL"
@@ -63,6 +68,24 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state, lane, rowid, size)",
     "CREATE INDEX IF NOT EXISTS outbox_acked ON outbox (rowid, size) WHERE state = 2",
 )
+#: What version 3 added.
+_V3_TABLES = (
+    # `record` is the JSON of gateway.inspection's own records; the columns beside it
+    # are what the readers select and order by.
+    """CREATE TABLE IF NOT EXISTS inspections (
+    rowid      INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    open       INTEGER NOT NULL,  -- 1 while the window runs (it resumes after a restart)
+    started_at TEXT NOT NULL,
+    record     TEXT NOT NULL
+)""",
+    "CREATE TABLE IF NOT EXISTS proven (point TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS notices (
+    point   TEXT PRIMARY KEY,
+    about   TEXT NOT NULL,  -- the proven record the notice was about (one notice each)
+    record  TEXT NOT NULL
+)""",
+)
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     _OUTBOX.format(name="outbox"),
@@ -90,6 +113,7 @@ _TABLES = (
     boot_id      TEXT NOT NULL,
     timeline     TEXT NOT NULL  -- JSON: step -> {"at": UTC time, "mono_ns": CLOCK_BOOTTIME}
 )""",
+    *_V3_TABLES,
 )
 
 #: The columns a version 1 outbox shares with version 2.
@@ -126,9 +150,9 @@ def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
     to make room and try again: the file is then as it was).
     """
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, 1, SCHEMA_VERSION):
-        raise StoreError(f"store {path} has schema version {version}, this alarmgw"
-                         f" knows {SCHEMA_VERSION}: upgrade alarmgw or move the file")
+    problem = version_problem(path, version)
+    if problem is not None:
+        raise StoreError(problem)
     mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
         raise StoreError(f"store {path}: SQLite refused WAL mode (got {mode!r});"
@@ -143,6 +167,9 @@ def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
         page = db.execute("PRAGMA page_size").fetchone()[0]
         db.execute(f"PRAGMA wal_autocheckpoint={max(16, reserve_bytes // page // 2)}")
     if version == SCHEMA_VERSION:
+        return
+    if version == 2:
+        _add_tables(db, path, version)
         return
     # Version 0 is a new file, or one whose first open stopped before it was stamped: its
     # outbox, if it has one, tells which layout it is.
@@ -167,6 +194,36 @@ def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
     log.info("store %s: migrated to schema version %d", path, SCHEMA_VERSION)
 
 
+def version_problem(path: Path, version: int) -> str | None:
+    """Why this alarmgw must not open a store file of schema `version`, or None: a newer
+    alarmgw wrote it (a downgrade past a schema change), and its rows would be misread."""
+    if 0 <= version <= SCHEMA_VERSION:
+        return None
+    return (f"store {path} has schema version {version}, written by a newer alarmgw; this"
+            f" alarmgw ({__version__}) knows schema version {SCHEMA_VERSION} and does not open"
+            " a newer file (the events waiting in it would be misread): install the newer"
+            " alarmgw again, or move the file away once `alarmgw queue` (of the newer"
+            " version) shows nothing waiting")
+
+
+def file_version(path: Path) -> int | None:
+    """The schema version of the store file at `path`, read without writing to it; None
+    when there is no such file or it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return None
+    try:
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return version
+
+
 def needs_migration(db: sqlite3.Connection) -> bool:
     """Whether `prepare` has a version 1 outbox to migrate in this file."""
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
@@ -176,6 +233,22 @@ def needs_migration(db: sqlite3.Connection) -> bool:
 def _outbox_is_v1(db: sqlite3.Connection) -> bool:
     columns = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
     return bool(columns) and columns[-1] != "payload"
+
+
+def _add_tables(db: sqlite3.Connection, path: Path, version: int) -> None:
+    """Bring a version 2 file to 3: the inspection tables are added, nothing is rewritten."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for ddl in _V3_TABLES:
+            db.execute(ddl)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    log.info("store %s: migrated from schema version %d to %d (inspection tables added)",
+             path, version, SCHEMA_VERSION)
 
 
 def _migrate_v1(db: sqlite3.Connection, path: Path) -> None:
