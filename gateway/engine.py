@@ -12,6 +12,13 @@ event id, its snapshot plan and its fault bookkeeping (`Outbox.commit_event`'s
 second, after each message, and before any newer event is committed, so that the store's
 order stays the order of the occurrences whenever the store can take them.
 
+A panic or tamper input under inspection (`begin_inspection`, from gateway.inspection)
+is tested, not live: its activation is a `test` event carrying the inspection's id, and
+its return a `restore` (or `tamper_cleared`) carrying it too. Which points are under
+inspection is engine state, changed in the engine thread in the same step that commits
+the window's `inspection_started` (or `inspection_ended`): every change handled after
+that step sees the new state, and every event it commits comes after the window's.
+
 Other threads read the state through `call()` (a consistent view, at the engine's pace)
 or `view()`: a copy the engine publishes after each change, for threads that must never
 wait for it (the uplink's heartbeat).
@@ -24,7 +31,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -41,7 +48,7 @@ from gateway.events import (
     event_document,
     new_event_id,
 )
-from gateway.store import EventDraft, Outbox
+from gateway.store import EventDraft, Outbox, StoreWrite
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,7 @@ class _Held:
     event_id: str
     fault_open: dict[str, Any] | None = None
     fault_closed: str | None = None
+    writes: tuple[StoreWrite, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,10 @@ class Engine:
         self._restored: set[str] = set()
         """Faults carried over from before the start, not yet confirmed by their driver."""
         self._restored_deadline: float | None = None
+        self._inspecting: dict[str, str] = {}
+        """Point id -> the id of the inspection it is under (tested, not live)."""
+        self._presses: dict[str, int] = {}
+        """Point id -> test presses of it in its current inspection."""
         self._pending: deque[_Held] = deque()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the counters read by stats()
@@ -291,6 +303,10 @@ class Engine:
         etype: EventType | None = None
         if inp.kind not in ("panic", "tamper"):
             return  # a plain input: its state is shown and may drive linkage, no event
+        inspection = self._inspecting.get(inp.id)
+        if inspection is not None:
+            self._handle_test(state, change, was, inspection)
+            return
         if change.initial:
             if change.active:
                 etype = "alarm" if inp.kind == "panic" else "tamper"
@@ -311,6 +327,91 @@ class Engine:
             time_synced=self.clock.is_synced(),
             detected_at_startup=change.initial,
         ))
+
+    def _handle_test(self, state: PointState, change: InputChange, was: bool | None,
+                     inspection: str) -> None:
+        """A change of a point under inspection: its press is a `test`, never an alarm."""
+        inp = state.point
+        if not change.initial and was is not None and change.active == was:
+            return
+        if not change.active and (change.initial or was is None):
+            return  # normal at start: nothing was pressed
+        detail: dict[str, Any] = {"inspection": inspection}
+        if change.active:
+            etype: EventType = "test"
+            presses = self._presses.get(inp.id, 0) + 1
+            self._presses[inp.id] = presses
+            detail["press"] = presses
+            if presses > 1:
+                log.warning("input %s pressed again (press %d) in inspection %s", inp.id,
+                            presses, inspection)
+        else:
+            etype = "restore" if inp.kind == "panic" else "tamper_cleared"
+        self._commit(Occurrence(
+            type=etype, point=inp, wall_ns=self.clock.wall_at(change.mono_ns),
+            mono_ns=change.mono_ns, time_synced=self.clock.is_synced(),
+            detected_at_startup=change.initial, detail=detail))
+
+    def begin_inspection(self, inspection_id: str, point_ids: Collection[str], point: Point,
+                         detail: dict[str, Any], writes: Sequence[StoreWrite] = ()
+                         ) -> Committed | None:
+        """Commit `inspection_started` (about `point`, with `detail` and `writes`) and put
+        `point_ids` under inspection, in one step of the engine thread (call through
+        `call()`): no change of theirs is handled between the two. None when the commit
+        failed: the event is held and retried before any later one, as every event is."""
+        unknown = sorted(set(point_ids) - set(self._points))
+        if unknown:
+            raise KeyError(f"no input {unknown[0]!r} in the config (inputs:"
+                           f" {', '.join(sorted(self._points))})")
+        busy = sorted(p for p in point_ids if p in self._inspecting)
+        if busy:
+            raise ValueError(f"input {busy[0]!r} is already under inspection"
+                             f" {self._inspecting[busy[0]]}")
+        wall, mono = self.clock.now()
+        committed = self._commit(Occurrence(
+            type="inspection_started", point=point, wall_ns=wall, mono_ns=mono,
+            time_synced=self.clock.is_synced(), detail=detail), writes=writes)
+        for pid in point_ids:
+            self._inspecting[pid] = inspection_id
+            self._presses.pop(pid, None)
+        self._view_stale = True
+        return committed
+
+    def end_inspection(self, inspection_id: str, point: Point, detail: dict[str, Any],
+                       writes: Sequence[StoreWrite] = ()) -> Committed | None:
+        """Put the points of `inspection_id` back live and commit `inspection_ended` (call
+        through `call()`); None when the commit failed (held and retried)."""
+        for pid in [p for p, i in self._inspecting.items() if i == inspection_id]:
+            del self._inspecting[pid]
+            self._presses.pop(pid, None)
+        self._view_stale = True
+        wall, mono = self.clock.now()
+        return self._commit(Occurrence(
+            type="inspection_ended", point=point, wall_ns=wall, mono_ns=mono,
+            time_synced=self.clock.is_synced(), detail=detail), writes=writes)
+
+    def record(self, etype: EventType, point: Point, detail: dict[str, Any],
+               writes: Sequence[StoreWrite] = ()) -> Committed | None:
+        """Commit an event the gateway raises by itself about `point` (an inspection's
+        report, a notice), with `writes` in its transaction (call through `call()`)."""
+        wall, mono = self.clock.now()
+        return self._commit(Occurrence(type=etype, point=point, wall_ns=wall, mono_ns=mono,
+                                       time_synced=self.clock.is_synced(), detail=detail),
+                            writes=writes)
+
+    def resume_inspection(self, inspection_id: str, presses: dict[str, int]) -> None:
+        """Put the points of a window that outlived a restart under inspection again, with
+        their presses so far (call through `call()`, before the drivers start); no event:
+        the platform has its `inspection_started`."""
+        for pid, n in presses.items():
+            if pid in self._points:
+                self._inspecting[pid] = inspection_id
+                self._presses[pid] = n
+        self._view_stale = True
+
+    def inspecting(self) -> dict[str, str]:
+        """Point id -> the inspection it is under (call through `call()`)."""
+        return dict(self._inspecting)
 
     def _handle_fault(self, fault: FaultChange) -> None:
         if fault.active and fault.device_id in self._restored:
@@ -377,7 +478,8 @@ class Engine:
         return committed
 
     def _commit(self, occ: Occurrence, *, fault_open: dict[str, Any] | None = None,
-                fault_closed: str | None = None) -> Committed | None:
+                fault_closed: str | None = None, writes: Sequence[StoreWrite] = ()
+                ) -> Committed | None:
         """Commit a new occurrence, after the events held in memory (retried first); None
         when it could not be committed, and is held in memory too."""
         t0 = time.monotonic()
@@ -393,7 +495,8 @@ class Engine:
                 plan = []
             if plan:
                 occ = replace(occ, snapshots=tuple(plan))
-        return self._try_commit(_Held(occ, event_id, fault_open, fault_closed), t0)
+        return self._try_commit(_Held(occ, event_id, fault_open, fault_closed, tuple(writes)),
+                                t0)
 
     def _try_commit(self, held: _Held, t0: float) -> Committed | None:
         """One attempt at committing `held`; on failure it goes at the end of the events
@@ -410,7 +513,8 @@ class Engine:
         try:
             seq, draft = self.outbox.commit_event(LANE[occ.type], make,
                                                   fault_open=held.fault_open,
-                                                  fault_closed=held.fault_closed)
+                                                  fault_closed=held.fault_closed,
+                                                  writes=held.writes)
         except GatewayError as exc:
             with self._lock:
                 self.commit_failures += 1
@@ -465,6 +569,7 @@ class Engine:
             "last_event": None if s.last_event_seq is None else {
                 "type": s.last_event_type, "seq": s.last_event_seq, "id": s.last_event_id},
             "alarms": s.alarms,
+            "inspection": self._inspecting.get(s.point.id),
         } for s in self._points.values()]
 
     def open_faults(self) -> list[dict[str, Any]]:

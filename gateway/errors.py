@@ -228,3 +228,16 @@ class CameraImageError(CameraError, ValueError):
     """The camera's answer is not a complete JPEG: not one at all, truncated, or too large."""
 
     reason = "not_jpeg"
+
+
+class Dc09FrameError(GatewayError, ValueError):
+    """A SIA DC-09 frame from an alarm-receiving centre cannot be used.
+
+    `reason` is one of "crc", "length", "truncated", "malformed", "decrypt" or "account"
+    (the counter the link adds it to), `frame` the bytes as received.
+    """
+
+    def __init__(self, reason: str, message: str, frame: bytes = b"") -> None:
+        self.reason = reason
+        self.frame = frame
+        super().__init__(f"DC-09 frame {reason}: {message}")

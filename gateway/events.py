@@ -22,21 +22,27 @@ PROTOCOL_VERSION = 1
 
 EventType = Literal[
     "alarm", "restore", "tamper", "tamper_cleared", "fault", "fault_cleared", "test", "drill",
-    "escalation",
+    "escalation", "inspection_started", "inspection_ended", "inspection_report", "notice",
 ]
 
 # Drills and tests take the alarm lane on purpose: a drill that skipped the
-# queue an alarm takes would measure nothing.
+# queue an alarm takes would measure nothing. An inspection's start and end take it too:
+# the platform must know of the window before the first test press of it arrives, and
+# the outbox keeps one lane in commit order.
 LANE: dict[str, Lane] = {
     "alarm": Lane.ALARM,
     "tamper": Lane.ALARM,
     "test": Lane.ALARM,
     "drill": Lane.ALARM,
+    "inspection_started": Lane.ALARM,
+    "inspection_ended": Lane.ALARM,
     "restore": Lane.EVENT,
     "tamper_cleared": Lane.EVENT,
     "fault": Lane.EVENT,
     "fault_cleared": Lane.EVENT,
     "escalation": Lane.EVENT,
+    "inspection_report": Lane.EVENT,
+    "notice": Lane.EVENT,
 }
 
 

@@ -289,10 +289,14 @@ class Outputs:
                  write_coil: Callable[[str, int, bool], Any] | None = None,
                  coil_wait_s: Callable[[str], float] | None = None,
                  attempts: int = ATTEMPTS, first_backoff_s: float = FIRST_BACKOFF_S,
-                 retry_interval_s: float = RETRY_INTERVAL_S) -> None:
+                 retry_interval_s: float = RETRY_INTERVAL_S,
+                 tests_fire_links: bool = False) -> None:
         """`door`: the engine's door, for the outputs' faults; `pin_factory`: for GPIO outputs;
         `write_coil(device, address, on)` -> Future: the Modbus driver's; `coil_wait_s(device)`:
-        how long a coil write of that module may take, in seconds."""
+        how long a coil write of that module may take, in seconds; `tests_fire_links`: a
+        test press under inspection fires its links as an alarm would
+        (`inspection.sounder`; otherwise it switches nothing)."""
+        self.tests_fire_links = tests_fire_links
         self.settings = {o.id: o for o in outputs}
         self.links = list(links)
         self._door = door
@@ -357,8 +361,14 @@ class Outputs:
 
     def on_committed(self, committed: Committed) -> None:
         """Service listener (engine thread): queue the event; never blocks."""
-        if committed.type in _TRIGGERS or committed.type in _CLEARS or committed.type == "drill":
+        if committed.type in _TRIGGERS or committed.type in _CLEARS or committed.type == "drill" \
+                or (committed.type == "test" and self._fires(committed)):
             self._queue.put(committed)
+
+    def _fires(self, committed: Committed) -> bool:
+        """Whether a test event fires links: a press under inspection, with
+        inspection.sounder on (a `test-alarm` test never does)."""
+        return self.tests_fire_links and "inspection" in committed.detail
 
     def set(self, output_id: str, on: bool, for_s: float | None = None,
             by: str = "alarmgw output") -> dict[str, Any]:
@@ -415,7 +425,7 @@ class Outputs:
                         else:
                             del self._activations[key]
                 return
-            if c.type in _TRIGGERS:
+            if c.type in _TRIGGERS or c.type == "test":
                 self._active_inputs.add(c.point_id)
             for i, link in enumerate(self.links):
                 if c.point_id not in link.inputs:

@@ -19,12 +19,16 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, load_config
 from gateway.control import request
 from gateway.errors import ConfigError, ControlError, GatewayError, ServiceNotRunningError
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
+
+if TYPE_CHECKING:
+    from hw_sim.console.app import WebConsole
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = REPO_ROOT / "examples" / "sim.toml"
@@ -103,6 +107,7 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="alarmgw-demo-"))
     broker = Mosquitto(workdir / "broker")
     console: PlatformConsole | None = None
+    web: WebConsole | None = None
     proc: subprocess.Popen[bytes] | None = None
     try:
         broker.start()
@@ -119,6 +124,7 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         print("demo: platform console subscribed to alarmgw/v1/+/+/#"
               + ("; it acknowledges each alarm 2 s after it arrives (接警确认)" if key else ""),
               flush=True)
+        web = _start_web_console(broker, workdir, key)
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "-c", str(cfg_path), "run"])
         wait_until_serving(cfg, proc, timeout=20.0)
         gw = f"{cfg.gateway.site}/{cfg.gateway.id}"
@@ -141,12 +147,16 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         console.wait_for(lambda c: bool(c.events_of("restore", panic.id)), 10.0)
         if not _demo_modbus(cfg, sock, console):
             return 1
+        if not _demo_inspection(cfg, sock, console):
+            return 1
         me = f"{sys.argv[0] if sys.argv[0].endswith('alarmgw') else 'alarmgw'} -c {cfg_path}"
         print("demo: the system keeps running. In another terminal try:\n"
               f"    {me} status\n"
               f"    {me} sim press office-panic\n"
               f"    {me} sim release office-panic\n"
               f"    {me} test-alarm --drill gate-panic\n"
+              f"    {me} inspect start --points office-panic --minutes 5 --by 技术员\n"
+              f"    {me} inspect status     (then: sim press / release, inspect report)\n"
               f"    {me} queue\n"
               f"    {me} drills\n"
               + "".join(f"    {me} snapshot {c.id} -o {c.id}.jpg\n"
@@ -177,6 +187,8 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if web is not None:
+            web.stop()
         if console is not None:
             console.stop()
             print(f"demo: platform received {len(console.events)} events"
@@ -184,6 +196,59 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
                   f" {console.gaps() or 'none'}", flush=True)
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _start_web_console(broker: Mosquitto, workdir: Path, key: bytes | None
+                       ) -> WebConsole | None:
+    """The duty officer's web console on a free loopback port; None without aiohttp."""
+    try:
+        from hw_sim.console.app import WebConsole
+    except ImportError as exc:
+        print(f"demo: no web console ({exc}); install it with pip install -e '.[sim]'",
+              flush=True)
+        return None
+    web = WebConsole(broker.host, broker.port, db=workdir / "console.db", command_key=key)
+    url = web.start()
+    print(f"demo: the duty officer's console (值班台) is at {url}: open it in a browser on"
+          " this machine to see each alarm with its pictures and acknowledge it", flush=True)
+    return web
+
+
+def _demo_inspection(cfg: Config, sock: Path, console: PlatformConsole) -> bool:
+    """A short inspection (巡检) of two buttons: their presses reach the platform as test
+    events, not alarms; then the report. False if a test press is lost."""
+    buttons = [i.id for i in cfg.inputs if i.kind == "panic"][:2]
+    if len(buttons) < 2:
+        return True
+    window = request(sock, {"cmd": "inspect-start", "points": buttons, "minutes": 5,
+                            "by": "演示技术员"})
+    print(f"demo: inspection {window['id']} of {', '.join(buttons)}: their presses are test"
+          " events now, not alarms", flush=True)
+    for point in buttons:
+        print(f"demo: pressing and releasing {point} under inspection", flush=True)
+        request(sock, {"cmd": "sim", "action": "press", "input": point})
+
+        def arrived(c: PlatformConsole, point: str = point) -> bool:
+            return any(e["detail"].get("inspection") == window["id"]
+                       for e in c.events_of("test", point))
+
+        if not console.wait_for(arrived, 10.0):
+            print(f"demo: FAILED: the test press of {point} did not reach the platform in"
+                  " 10 s", file=sys.stderr)
+            return False
+        request(sock, {"cmd": "sim", "action": "release", "input": point})
+    # Each point passes once the broker has its test press (PUBACK) and it was released.
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        st = request(sock, {"cmd": "inspect-status"})
+        if st["window"] is None or set(st["window"]["so_far"]["passed"]) == set(buttons):
+            break
+        time.sleep(0.1)
+    report = request(sock, {"cmd": "inspect-stop", "by": "演示技术员"})
+    print(f"demo: inspection report: passed {[e['point'] for e in report['passed']]},"
+          f" failed {[e['point'] for e in report['failed']]},"
+          f" not tested {[e['point'] for e in report['not_tested']]}", flush=True)
+    return True
 
 
 def _demo_modbus(cfg: Config, sock: Path, console: PlatformConsole) -> bool:

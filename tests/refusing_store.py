@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import StoreError
-from gateway.store import EventDraft, Lane, Outbox
+from gateway.store import EventDraft, Lane, Outbox, StoreWrite
 
 
 class RefusingOutbox(Outbox):
@@ -31,7 +31,8 @@ class RefusingOutbox(Outbox):
     def commit_event(self, lane: Lane, make: Callable[[int], EventDraft],
                      properties: dict[str, Any] | None = None, *,
                      fault_open: dict[str, Any] | None = None,
-                     fault_closed: str | None = None) -> tuple[int, EventDraft]:
+                     fault_closed: str | None = None,
+                     writes: Sequence[StoreWrite] = ()) -> tuple[int, EventDraft]:
         def build(seq: int) -> EventDraft:
             draft = make(seq)
             doc = json.loads(draft.payload)
@@ -44,4 +45,4 @@ class RefusingOutbox(Outbox):
             return draft
 
         return super().commit_event(lane, build, properties, fault_open=fault_open,
-                                    fault_closed=fault_closed)
+                                    fault_closed=fault_closed, writes=writes)

@@ -23,20 +23,26 @@ LAYERS: list[tuple[str, ...]] = [
     ("gateway", "gateway.errors", "gateway.clock", "gateway.logs", "gateway.control"),
     ("gateway.config",),
     ("gateway.store", "gateway.events"),
-    ("gateway.drivers", "gateway.uplink"),
+    ("gateway.drivers", "gateway.uplink", "gateway.dc09"),
     ("gateway.engine",),
-    ("gateway.outputs", "gateway.snapshots", "gateway.supervision", "gateway.police"),
+    ("gateway.outputs", "gateway.snapshots", "gateway.supervision", "gateway.police",
+     "gateway.inspection"),
     ("gateway.systemd",),
     ("gateway.service",),
     ("gateway.cli", "gateway.__main__"),
 ]
 
 #: Same-rank packages that must not know each other: a driver knows its hardware and
-#: nothing else, and the uplink knows MQTT, the protocol and the store.
+#: nothing else, the uplink knows MQTT, the protocol and the store, and the DC-09 path
+#: knows its receiver.
 FORBIDDEN: list[tuple[str, str]] = [
     ("gateway.drivers", "gateway.uplink"),
     ("gateway.uplink", "gateway.drivers"),
     ("gateway.store", "gateway.events"),
+    ("gateway.dc09", "gateway.uplink"),
+    ("gateway.dc09", "gateway.drivers"),
+    ("gateway.uplink", "gateway.dc09"),
+    ("gateway.drivers", "gateway.dc09"),
 ]
 
 #: The one module of gateway that may import the simulator.

@@ -20,6 +20,11 @@ def test_demo_runs_the_whole_system_and_cleans_up() -> None:
     assert alarm is not None, out
     assert f"ACKNOWLEDGED   demo-school/gw-sim seq {alarm.group(1)} by" in out
     assert "RESTORE" in out
+    # The short inspection: two test presses, then a report in which both passed.
+    assert re.search(r"TEST +demo-school/gw-sim seq \d+  gate-panic", out), out
+    assert re.search(r"TEST +demo-school/gw-sim seq \d+  office-panic", out), out
+    assert ("inspection report: passed ['gate-panic', 'office-panic'], failed [],"
+            " not tested []") in out
     assert "open seq gaps: none" in out
     # Its temporary directory, broker and gateway are gone.
     tmp = next(line.split("(log ")[1].rstrip(")") for line in out.splitlines()

@@ -55,9 +55,9 @@ def small_state_dir(tmp_path: Path) -> Iterator[Path]:
         yield state
 
 
-def fill_with_file(directory: Path) -> Path:
+def fill_with_file(directory: Path, name: str = "filler") -> Path:
     """Fill the filesystem of `directory` to the last byte with one file (as logs would)."""
-    filler = directory / "filler"
+    filler = directory / name
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         for chunk in (64 * 1024, 4096, 512, 1):
@@ -156,10 +156,14 @@ def test_space_returning_clears_the_fault_and_snapshots_are_stored_again(
         assert console.wait_for(lambda c: [e["type"] for e in c.ordered(GW)]
                                 == ["alarm", "fault"], 20)
         assert not box.reserve_path.exists()
+        # The logs go on growing into what the released reserve left free (the alarm and
+        # the fault may have fitted in the WAL's old pages): no room for the reserve now.
+        more = fill_with_file(state, "filler-2")
         with pytest.raises(StoreError, match="reserve"):
             box.put_bulk("snapshot/refused/cam", SNAPSHOT)
         # The partition is cleaned up; the watch's next look puts the reserve back.
         filler.unlink()
+        more.unlink()
         gw.service.diskwatch.check_now()
         assert console.wait_for(lambda c: [e["type"] for e in c.ordered(GW)]
                                 == ["alarm", "fault", "fault_cleared"], 20)

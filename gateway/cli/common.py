@@ -9,8 +9,8 @@ The exit-code rule, one for every command (README.md, "For the technician"):
        named on the command line that the config does not have (known from the
        config, before the service is asked)
     3  the service is not running, also when the command could still answer
-       from the disk (`status`, `queue`, `drills`, `selftest` print what they
-       can, then exit 3)
+       from the disk (`status`, `queue`, `drills`, `selftest`, `inspect report`
+       print what they can, then exit 3)
 
 A command with `--json` prints one JSON document on stdout whatever happens;
 an error is `{"ok": false, "error": "...", ...}` and is said on stderr too.

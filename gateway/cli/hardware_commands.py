@@ -76,7 +76,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ok": True, **res})
     else:
-        print(f"{res['input']}: {'ACTIVE' if res['active'] else 'normal'}")
+        under = (f" (under inspection {res['inspection']}: a test event, not an alarm)"
+                 if res.get("inspection") else "")
+        print(f"{res['input']}: {'ACTIVE' if res['active'] else 'normal'}{under}")
     return EXIT_OK
 
 

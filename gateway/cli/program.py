@@ -36,6 +36,7 @@ from gateway.cli.hardware_commands import (
     cmd_sim,
     cmd_snapshot,
 )
+from gateway.cli.inspect_commands import add_inspect_arguments, cmd_inspect
 from gateway.cli.logs import add_logs_arguments, cmd_logs
 from gateway.cli.service_commands import (
     cmd_demo,
@@ -134,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drills", cmd_drills, "each drill's timeline and durations", json_flag=True,
             exits=f"0 fine; 2 bad config; {_NOT_RUNNING_3} (the store is read directly)")
     p.add_argument("--limit", type=int, default=20, help="drills to list (default 20)")
+    p = add("inspect", cmd_inspect, "inspection (巡检): test buttons without calling the"
+            " police (start, status, stop), and the report (passed, failed, not tested)",
+            exits="0 done (report: every point passed); 1 the service refused it, or a point"
+            " failed or was not tested; 2 bad usage or an input the config does not have;"
+            f" {_NOT_RUNNING_3} (report reads the store directly)")
+    add_inspect_arguments(p)
     p = add("sim", cmd_sim, "drive the simulated hardware of a service on the simulator",
             json_flag=True, exits="0 done; 1 the service refused it; 2 bad usage: an input,"
             " module or camera the config does not have or does not simulate, or a wrong"

@@ -285,6 +285,47 @@ def _police_lines(police: dict[str, Any]) -> list[str]:
     return lines
 
 
+def untested_lines(untested: list[dict[str, Any]], max_days: float) -> list[str]:
+    """The points not proven for more than max_untested_days."""
+    if not untested:
+        return [f"untested: every panic and tamper input proven within {max_days:g} days"]
+    lines = [f"untested: {len(untested)} input(s) not proven for more than {max_days:g} days"
+             " (alarmgw inspect start --by NAME):"]
+    for u in untested:
+        when = (f"last proven {u['proven_at']} by {u.get('by') or '?'}" if u.get("proven_at")
+                else f"never proven (known since {u.get('unproven_since')})")
+        lines.append(f"  {u['point']:<16} {u['days']:.0f} days: {when}  {u['name']}")
+    return lines
+
+
+def inspection_lines(st: dict[str, Any]) -> list[str]:
+    """The text of `alarmgw inspect status` (and the inspection lines of `alarmgw status`)."""
+    w = st.get("window")
+    if w is None:
+        lines = ["inspection: none running"]
+    else:
+        left = w.get("remaining_s")
+        lines = [f"inspection: {w['id']} by {w['by']} ({w['origin']}) until {w['deadline_at']}"
+                 + (f" ({left / 60:.1f} min left)" if left is not None else "")
+                 + ("; test presses sound the sounder" if w.get("sounder") else "")]
+        for pid in w["points"]:
+            r = w["results"].get(pid, {})
+            if pid in w["so_far"]["passed"]:
+                state = "passed"
+            elif pid in w["so_far"]["failed"] and (r.get("fault_open") or r.get("fault")):
+                state = f"FAULT: {(r.get('fault') or {}).get('reason', 'device in fault')}"
+            elif r.get("active"):
+                state = "pressed, waiting for its return to normal"
+            elif r.get("presses"):
+                state = "pressed, waiting for the platform's broker"
+            else:
+                state = "not pressed yet"
+            presses = f" ({r['presses']} presses)" if int(r.get("presses") or 0) > 1 else ""
+            lines.append(f"  {pid:<16} {state}{presses}")
+    lines += untested_lines(st.get("untested") or [], float(st.get("max_untested_days") or 0))
+    return lines
+
+
 def render_status(st: dict[str, Any]) -> list[str]:
     """The text of `alarmgw status` for a running service's document."""
     lines = [f"alarmgw {st['version']} {st['site']}/{st['gateway']}: running (pid {st['pid']},"
@@ -310,6 +351,8 @@ def render_status(st: dict[str, Any]) -> list[str]:
     else:
         lines.append("faults:  none")
     lines += _police_lines(st.get("police") or {})
+    if st.get("inspection") is not None:
+        lines += inspection_lines(st["inspection"])
     sd = st.get("systemd")
     if sd is None or not sd.get("notify_socket"):
         lines.append("systemd: not started by systemd (no NOTIFY_SOCKET)")
@@ -351,10 +394,13 @@ def render_offline(st: dict[str, Any]) -> list[str]:
 
 
 def status_exit_code(st: dict[str, Any]) -> int:
-    """0 running and healthy; 1 running but the uplink is down or a fault is open;
-    3 not running."""
+    """0 running and healthy; 1 running but the uplink is down, a fault is open or a button
+    has not been proven working for longer than inspection.max_untested_days; 3 not
+    running."""
     if not st.get("running"):
         return EXIT_NOT_RUNNING
     if not (st.get("uplink") or {}).get("connected") or st.get("faults"):
+        return EXIT_FAIL
+    if (st.get("inspection") or {}).get("untested"):
         return EXIT_FAIL
     return EXIT_OK

@@ -20,6 +20,9 @@ module per section of the file, each owning its dataclasses and its parser:
     modbus      [modbus], its buses and modules, the [[inputs]] on them, the poll plan
     outputs     [[outputs]] and [[links]]
     police      [commands] and [escalation]
+    inspection  [inspection]: test presses' sounder, the age a point may go untested
+    paths       [paths]: the transmission paths, the DC-09 path to a receiving centre,
+                the EN 50136-1 category and its supervision intervals
     overrides   `--set KEY=VALUE`
     loader      `Config`, `load_config`, `parse_config`: every section in order
     _fields     what the sections share: the table reader, id patterns, key-file rules
@@ -46,10 +49,12 @@ from gateway.config.inputs import (
     Level,
     Pull,
 )
+from gateway.config.inspection import InspectionSettings
 from gateway.config.loader import DEFAULT_PATH, Config, load_config, parse_config
 from gateway.config.modbus import ModbusSettings, parse_modbus
 from gateway.config.outputs import LinkSettings, OutputSettings, parse_outputs
 from gateway.config.overrides import apply_overrides, parse_override
+from gateway.config.paths import Dc09Settings, PathSettings
 from gateway.config.police import CommandSettings, EscalationSettings
 from gateway.config.store import StoreSettings
 
@@ -64,6 +69,7 @@ __all__ = [
     "CommandSettings",
     "Config",
     "Contact",
+    "Dc09Settings",
     "EscalationSettings",
     "GatewaySettings",
     "GpioBackend",
@@ -71,10 +77,12 @@ __all__ = [
     "HealthSettings",
     "InputKind",
     "InputSettings",
+    "InspectionSettings",
     "Level",
     "LinkSettings",
     "ModbusSettings",
     "OutputSettings",
+    "PathSettings",
     "Pull",
     "StoreSettings",
     "TlsSettings",

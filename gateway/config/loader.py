@@ -22,9 +22,11 @@ from gateway.config.clock import ClockSettings, parse_clock
 from gateway.config.gateway import GatewaySettings, parse_gateway
 from gateway.config.health import HealthSettings, parse_health
 from gateway.config.inputs import GpioSettings, InputSettings, parse_gpio, parse_inputs
+from gateway.config.inspection import InspectionSettings, parse_inspection
 from gateway.config.modbus import ModbusSettings, parse_modbus
 from gateway.config.outputs import LinkSettings, OutputSettings, parse_outputs
 from gateway.config.overrides import apply_overrides
+from gateway.config.paths import PathSettings, parse_paths
 from gateway.config.police import (
     CommandSettings,
     EscalationSettings,
@@ -38,7 +40,7 @@ from gateway.errors import ConfigError
 DEFAULT_PATH = Path("/etc/alarmgw/config.toml")
 
 _SECTIONS = ("gateway", "broker", "store", "clock", "health", "gpio", "inputs", "modbus",
-             "outputs", "links", "commands", "escalation", "cameras")
+             "outputs", "links", "commands", "escalation", "cameras", "inspection", "paths")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Config:
     escalation: EscalationSettings | None = None
     """None: no [escalation] table, alarms are never escalated locally."""
     cameras: tuple[CameraSettings, ...] = ()
+    inspection: InspectionSettings = field(default_factory=InspectionSettings)
+    """Inspection windows and the maintenance record ([inspection], every key optional)."""
+    paths: PathSettings = field(default_factory=PathSettings)
+    """The alarm transmission paths: MQTT, and SIA DC-09 to a receiving centre ([paths])."""
 
     def input(self, point_id: str) -> InputSettings:
         for inp in self.inputs:
@@ -120,7 +126,12 @@ def parse_config(path: Path, raw: Mapping[str, Any]) -> Config:
     check_targets(path, commands, escalation,
                   point_ids=[i.id for i in inputs] + [p.id for p in modbus.points],
                   output_ids=[o.id for o in outputs])
+    inspection = parse_inspection(root)
+    points = [(i.id, i.kind) for i in inputs] + [(p.id, p.kind) for p in modbus.points]
+    paths = parse_paths(root, [pid for pid, _ in points],
+                        [pid for pid, kind in points if kind == "panic"], health.interval_s)
     root.done()
     return Config(path=path, gateway=gateway, broker=broker, store=store, clock=clock,
                   health=health, gpio=gpio, inputs=inputs, modbus=modbus, outputs=outputs,
-                  links=links, commands=commands, escalation=escalation, cameras=cameras)
+                  links=links, commands=commands, escalation=escalation, cameras=cameras,
+                  inspection=inspection, paths=paths)

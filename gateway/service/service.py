@@ -10,7 +10,9 @@ The hardware behind each driver is looked up by name in `gateway.drivers.backend
 (the real ones, or the simulator's "sim"): the service never names a simulator
 class. The police loop (commands, drills, escalation) is wired in
 `gateway.service.police`; the facts of the status document in
-`gateway.service.status`.
+`gateway.service.status`. Inspection windows (gateway.inspection) start after the
+commands and before the uplink and the drivers: a window left open by a previous process
+resumes (or ends) before any press is read.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.clock import Clock, mono_ns, utc_iso
@@ -32,11 +34,11 @@ from gateway.control import ControlServer
 from gateway.drivers import backends
 from gateway.drivers.backends import Simulated, SimulatedBuses
 from gateway.drivers.gpio import GpioInputs
-from gateway.drivers.modbus import ModbusInputs
 from gateway.drivers.modem import Modem
 from gateway.engine import Committed, Engine
 from gateway.errors import ConfigError, StoreError
 from gateway.events import PROTOCOL_VERSION, Point
+from gateway.inspection import BLINK_S, Inspections
 from gateway.outputs import Outputs
 from gateway.police.dispatcher import CommandDispatcher
 from gateway.police.drills import DrillLog
@@ -59,6 +61,11 @@ from gateway.supervision.input_feed import InputFeed
 from gateway.systemd.watchdog import SystemdLink
 from gateway.uplink.mqtt import Uplink
 from gateway.uplink.protocol import Topics, status_document
+
+if TYPE_CHECKING:
+    # Imported when a config has Modbus buses: pymodbus and the driver cost a gateway
+    # without them about 0.1 s of its start (docs/performance.md, section 12).
+    from gateway.drivers.modbus import ModbusInputs
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,7 @@ class Service:
         self._lock_fd: int | None = None
         self.engine: Engine | None = None
         self.police: PoliceLoop | None = None
+        self.inspections: Inspections | None = None
         self.uplink: Uplink | None = None
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
@@ -118,6 +126,10 @@ class Service:
             "input-watch": self._control_input_watch,
             "outputs": lambda req: self.outputs.status() if self.outputs else [],
             "output": self._control_output,
+            "inspect-start": self._control_inspect_start,
+            "inspect-stop": self._control_inspect_stop,
+            "inspect-status": lambda req: self._inspections().status(),
+            "inspect-report": self._control_inspect_report,
         }
         """Control socket commands by name; features add theirs."""
 
@@ -175,6 +187,7 @@ class Service:
                                  points=self.points(), add_listener=self.add_listener,
                                  wake_uplink=self._wake_uplink, ping_info=self.ping_info)
         self.police.start_commands()
+        self._start_inspections()
         self.uplink = Uplink(cfg.broker, self.topics, self.outbox, status_doc=self._status_doc,
                              health_doc=self.health_doc, health_interval_s=cfg.health.interval_s,
                              on_command=self.commands.submit if self.commands else None,
@@ -193,6 +206,7 @@ class Service:
             self.pin_factory, self.sim = pins.factory, pins.simulated
         self._start_modbus_and_outputs()
         self.police.link(self.outputs, self.cameras)
+        self._inspections().blink = self._blink_lamp
         # After the outputs (its sounder) and before the inputs (a latched alarm found at
         # start must be watched for its ack like any other).
         self.police.start_escalation(self.outputs, cfg.gateway.runtime_dir)
@@ -258,6 +272,8 @@ class Service:
             self.diskwatch = None
         if self.police is not None:
             self.police.stop()
+        if self.inspections is not None:
+            self.inspections.stop()
         self._stop_modbus_and_outputs()
         if self.engine is not None:
             self.engine.stop()
@@ -300,6 +316,8 @@ class Service:
     def _on_delivery(self, step: str, rows: list[Any]) -> None:
         if self.police is not None:
             self.police.on_delivery(step, rows)
+        if self.inspections is not None:
+            self.inspections.on_delivery(step, rows)
 
     def _wake_uplink(self) -> None:
         if self.uplink is not None:
@@ -362,6 +380,8 @@ class Service:
             "queue": {name: lane.ready + lane.in_flight for name, lane in stats.lanes.items()},
             "last_puback_at": uplink.get("last_puback_at"),
             "disk_free_bytes": disk_free(self.config.gateway.state_dir),
+            # As the inspection thread's last tick found them: memory only.
+            "untested": self.inspections.untested(now=False) if self.inspections else [],
         }
 
     def status(self) -> dict[str, Any]:
@@ -412,6 +432,7 @@ class Service:
         doc["disk"] = disk_info(cfg.gateway.state_dir, store_path(cfg))
         doc["systemd"] = self.systemd.state() if self.systemd is not None else None
         doc["control_socket"] = str(socket_path(cfg))
+        doc["inspection"] = self.inspections.status() if self.inspections else None
         return doc
 
     def police_status(self) -> dict[str, Any]:
@@ -450,11 +471,60 @@ class Service:
                     "entries": [], "missed": 0, "closed": False, "reset": False}
         return self.input_feed.read(int(after), float(req.get("wait_s", 5.0)))
 
+    # -- inspection ------------------------------------------------------------------------
+
+    def _start_inspections(self) -> None:
+        """Inspection windows: after the commands (their `inspect_*` handlers), before the
+        uplink and the drivers (a window left open resumes first, so that a point latched
+        at start under a resumed window is a test)."""
+        assert self.engine is not None
+        self.inspections = Inspections(self.config, engine=self.engine, outbox=self.outbox,
+                                       clock=self.clock, tick_s=self.config.health.interval_s)
+        # Before the uplink is woken: a test press's PUBACK must find its record.
+        self.add_listener(self.inspections.on_committed, before_uplink=True)
+        if self.commands is not None:
+            self.commands.handlers.update(self.inspections.command_handlers())
+        self.inspections.start()
+
+    def _inspections(self) -> Inspections:
+        if self.inspections is None:
+            raise ValueError("the service is not started")
+        return self.inspections
+
+    def _blink_lamp(self, point_id: str) -> None:
+        """The point's ack lamp blinks once: the broker has its test press."""
+        cfg = self.config
+        lamp = cfg.commands.lamp_for(point_id) if cfg.commands is not None else None
+        if lamp is None or self.outputs is None:
+            return
+        self.outputs.set(lamp, True, BLINK_S, by=f"inspection: test press of {point_id}"
+                         " delivered")
+
+    def _control_inspect_start(self, req: dict[str, Any]) -> Any:
+        points = req.get("points")
+        return self._inspections().open(
+            [str(p) for p in points] if points is not None else None,
+            minutes=float(req.get("minutes", 30)), by=str(req.get("by") or ""),
+            origin=str(req.get("origin") or "cli"))
+
+    def _control_inspect_stop(self, req: dict[str, Any]) -> Any:
+        return self._inspections().close(by=str(req.get("by") or "alarmgw inspect stop"))
+
+    def _control_inspect_report(self, req: dict[str, Any]) -> Any:
+        insp = self._inspections()
+        return {"running": insp.summary(), "report": insp.last_report()}
+
     def _control_sim(self, req: dict[str, Any]) -> Any:
         """`alarmgw sim ...`: handed to the simulator it is for (Modbus modules first)."""
         for sim in (self.modbus_sim, self.sim):
             if sim is not None and sim.handles(req):
-                return sim.control(req)
+                res = sim.control(req)
+                if self.engine is not None and "input" in res:
+                    # Whether the press is a test: the point is under an inspection.
+                    res["inspection"] = next(
+                        (p["inspection"] for p in self.engine.view().points
+                         if p["id"] == res["input"]), None)
+                return res
         if req.get("action") == "modbus-fault":
             raise ValueError("this gateway has no simulated Modbus modules (modbus.simulator is"
                              " not true)")
@@ -469,6 +539,8 @@ class Service:
         cfg = self.config
         assert self.engine is not None
         if cfg.modbus.buses:
+            from gateway.drivers.modbus import ModbusInputs
+
             endpoints = None
             if cfg.modbus.simulator and self._caller_modbus_sim is not None:
                 # The caller's simulator: its endpoints, as the "sim" transport would give.
@@ -490,7 +562,8 @@ class Service:
             self.outputs = Outputs(cfg.outputs, cfg.links, door=self.engine.door,
                                    pin_factory=self.pin_factory,
                                    write_coil=modbus.write_coil if modbus else None,
-                                   coil_wait_s=coil_wait_s)
+                                   coil_wait_s=coil_wait_s,
+                                   tests_fire_links=cfg.inspection.sounder)
             self.outputs.start()
             self.add_listener(self.outputs.on_committed)
 

@@ -55,14 +55,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from gateway.clock import mono_ns, read_boot_id
 from gateway.errors import StoreError, StoreFullError
-from gateway.store.records import EventDraft, Lane, QueueStats, Row, State
+from gateway.store import inspections
+from gateway.store.records import EventDraft, Lane, QueueStats, Row, State, StoreWrite
 from gateway.store.reports import drill_records, queue_stats, waiting_rows
 from gateway.store.schema import SYNCHRONOUS_AT_OPEN, needs_migration, prepare
 
@@ -266,12 +267,15 @@ class Outbox:
     def commit_event(self, lane: Lane, make: Callable[[int], EventDraft],
                      properties: dict[str, Any] | None = None, *,
                      fault_open: dict[str, Any] | None = None,
-                     fault_closed: str | None = None) -> tuple[int, EventDraft]:
+                     fault_closed: str | None = None,
+                     writes: Sequence[StoreWrite] = ()) -> tuple[int, EventDraft]:
         """Allocate the next seq, build the event with it and commit it durably.
 
         `fault_open` (a fault's record, with "device") / `fault_closed` (a device id)
         update the open faults in the same transaction, so that a fault open when the
-        process dies is known at the next start and gets its fault_cleared.
+        process dies is known at the next start and gets its fault_cleared. `writes`
+        (inspection records) go in the same transaction too: an inspection's window is
+        on disk exactly when its `inspection_started` is.
 
         Returns (seq, draft) once the row is fsynced. Alarm and event lanes are
         never refused: if the budget is exceeded, bulk rows are evicted first and
@@ -300,6 +304,8 @@ class Outbox:
                                                       json.dumps(fault_open, ensure_ascii=False)))
                     if fault_closed is not None:
                         db.execute("DELETE FROM open_faults WHERE device=?", (fault_closed,))
+                    for write in writes:
+                        inspections.apply(db, write)
                 self._bytes += size
                 return seq, draft
             except sqlite3.OperationalError as exc:
@@ -522,6 +528,35 @@ class Outbox:
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: cannot record a drill snapshot: {exc}"
                              ) from exc
+
+    def write(self, *writes: StoreWrite) -> None:
+        """Write inspection records (a press, a delivery, a resumed window) in one
+        transaction, fsynced: each keeps a promise across a restart."""
+        try:
+            with self._txn("FULL") as db:
+                for write in writes:
+                    inspections.apply(db, write)
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                self._no_room("an inspection record", exc)
+            raise StoreError(f"store {self.path}: cannot write an inspection record:"
+                             f" {exc}") from exc
+
+    def inspection_windows(self, *, open_only: bool = False, limit: int = 20
+                           ) -> list[dict[str, Any]]:
+        """Inspection windows, the latest first (only the running ones, with `open_only`)."""
+        with self._open_db() as db:
+            return inspections.windows(db, open_only=open_only, limit=limit)
+
+    def proven_records(self) -> dict[str, dict[str, Any]]:
+        """Point id -> the last time it was proven working (or since when it is unproven)."""
+        with self._open_db() as db:
+            return inspections.proven(db)
+
+    def notices_sent(self) -> dict[str, str]:
+        """Point id -> what the untested notice last sent for it was about."""
+        with self._open_db() as db:
+            return inspections.notices(db)
 
     def open_faults(self) -> list[dict[str, Any]]:
         """Faults whose fault event was committed and whose fault_cleared was not."""

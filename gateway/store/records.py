@@ -93,3 +93,16 @@ class EventDraft:
     event_type: str
     topic: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class StoreWrite:
+    """One record of the inspection tables to write (gateway.store.inspections), on its own
+    (`Outbox.write`) or in the transaction of an event's commit (`Outbox.commit_event`), so
+    that the event and what it records reach the disk together or not at all."""
+
+    table: str
+    """'inspections' (a window, by its id), 'proven' (a point's record, by point id) or
+    'notices' (the untested notice of a point, by point id)."""
+    key: str
+    record: dict[str, Any]

@@ -59,6 +59,13 @@ OPS: dict[str, dict[str, tuple[dict[str, Any], bool]]] = {
     "snapshot": {"camera": (_str(64), True)},
     "output": {"output": (_str(64), True), "on": ({"type": bool}, True),
                "duration_s": ({"type": (int, float), "min": 0, "max": 86400}, False)},
+    # An inspection window (巡检): `points` or `all` (neither: every panic and tamper
+    # input), for `minutes` (default 30), opened by `operator`.
+    "inspect_start": {"points": ({"type": list, "items": _str(64), "max_items": 256}, False),
+                      "all": ({"type": bool}, False),
+                      "minutes": ({"type": int, "min": 1, "max": 240}, False),
+                      "operator": (_str(64), True)},
+    "inspect_stop": {"operator": (_str(64), False)},
 }
 
 
@@ -251,6 +258,17 @@ def _check_args(op: str, args: dict[str, Any]) -> str | None:
             return f"{op}: argument {name!r} must not be a boolean"
         if not isinstance(value, kind):
             return f"{op}: argument {name!r} has the wrong type ({type(value).__name__})"
+        if isinstance(value, list):
+            if not value or len(value) > rule["max_items"]:
+                return (f"{op}: argument {name!r} must list 1 to {rule['max_items']}"
+                        " entries")
+            item = rule["items"]
+            for entry in value:
+                if not isinstance(entry, item["type"]) or not entry.strip() \
+                        or len(entry) > item["max"]:
+                    return (f"{op}: argument {name!r}: every entry must be a string of 1 to"
+                            f" {item['max']} characters")
+            continue
         if isinstance(value, str) and (not value.strip() or len(value) > rule["max"]):
             return f"{op}: argument {name!r} must be 1 to {rule['max']} characters"
         if isinstance(value, int | float) and not isinstance(value, bool) and "min" in rule \

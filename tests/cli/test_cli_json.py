@@ -66,6 +66,12 @@ def stopped(tmp_path: Path) -> Path:
     (("output", "siren", "on"), 2),
     (("snapshot", "sim-cam"), 3),
     (("snapshot", "yard-cam"), 2),
+    (("inspect", "status"), 3),
+    (("inspect", "start", "--by", "张工"), 3),
+    (("inspect", "start", "--by", "张工", "--points", "no-such-point"), 2),
+    (("inspect", "start", "--by", "张工", "--minutes", "241"), 2),
+    (("inspect", "stop"), 3),
+    (("inspect", "report"), 3),
     (("check-config",), 0),
 ])
 def test_one_rule_and_one_document_with_the_service_stopped(stopped: Path,
