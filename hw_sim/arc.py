@@ -360,8 +360,18 @@ class ArcReceiver:
         return self._count(answer, kind)
 
     def _count(self, answer: bytes | None, kind: str) -> bytes | None:
-        self.answered[kind] = self.answered.get(kind, 0) + 1
+        with self._cond:
+            self.answered[kind] = self.answered.get(kind, 0) + 1
+            self._cond.notify_all()
         return answer
+
+    def wait_answered(self, kind: str, count: int, timeout: float) -> None:
+        """Until `count` answers of `kind` (ACK, NAK, DUH, ...) have been sent; raises
+        TimeoutError after `timeout` seconds."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.answered.get(kind, 0) >= count, timeout):
+                raise TimeoutError(f"{self.answered.get(kind, 0)} {kind} answers within"
+                                   f" {timeout:g} s, not {count}")
 
     @staticmethod
     def _forced_nak(event: SIAEvent | NAKEvent | Any) -> bytes:

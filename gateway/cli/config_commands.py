@@ -31,6 +31,7 @@ from gateway.cli import directories
 from gateway.cli.common import EXIT_FAIL, EXIT_OK, config_path, print_json
 from gateway.cli.status import UNIT, service_user
 from gateway.config import CameraSettings, Config, load_config
+from gateway.config.paths import Role, category_met
 
 #: The drop-in line (`systemctl edit alarmgw`, under [Service]) that lets libcamera find
 #: the Pi camera: its device enumeration opens a netlink socket (a udev monitor).
@@ -120,6 +121,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                      "cameras": [_camera_summary(c) for c in cfg.cameras],
                      "commands": _commands_summary(cfg),
                      "escalation": _escalation_summary(cfg),
+                     "paths": _paths_summary(cfg),
                      "directories": [d.as_dict() for d in dirs],
                      **_modbus_summary(cfg)})
         for p in problems:
@@ -168,6 +170,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f" {esc['uplink_down_s']:g} s with the uplink down: sounder"
               f" {esc['sounder'] or 'none'}, SMS to {len(esc['sms_to'])} number(s) via"
               f" {esc['modem_port'] or 'no modem'}")
+    paths = _paths_summary(cfg)
+    if paths is None:
+        print("  paths     MQTT only (no [paths.dc09]: no second path to a receiving centre)")
+    else:
+        d = paths["dc09"]
+        ident = f"account {d['account']}" + (f" R{d['receiver']}" if d["receiver"] else "") \
+            + f" L{d['line']}"
+        print(f"  paths     MQTT {paths['mqtt']['role']} (heartbeat every"
+              f" {paths['mqtt']['supervision_s']:g} s); DC-09 {d['role']} {d['endpoint']}"
+              f" {ident} {d['encryption']}, carries {', '.join(d['carries'])}")
+        print(f"            supervision ({d['supervision']}) every {d['supervision_s']:g} s,"
+              f" {d['supervision_failover_s']:g} s while MQTT is in fault; ACK within"
+              f" {d['ack_timeout_s']:g} s; a path is a fault after {paths['path_fail_s']:g} s")
+        met = paths["category_met"] or "none of SP1-SP6/DP1-DP4"
+        print(f"            EN 50136-1 category these intervals meet: {met}"
+              + (f" (asked for: {paths['ats']})" if paths["ats"] else ""))
     for note in notes:
         first, *rest = note.splitlines()
         print(f"  hint      {first}")
@@ -185,6 +203,31 @@ def _commands_summary(cfg: Config) -> dict[str, Any] | None:
     return {"signed": c.require_signature, "max_age_s": c.max_age_s,
             "max_future_s": c.max_future_s, "ack_lamp": c.ack_lamp,
             "ack_lamps": dict(c.ack_lamps), "ack_lamp_s": c.ack_lamp_s}
+
+
+def _paths_summary(cfg: Config) -> dict[str, Any] | None:
+    """The transmission paths and the EN 50136-1 category their intervals meet; the key
+    itself is never shown, only its length."""
+    s = cfg.paths
+    d = s.dc09
+    if d is None:
+        return None
+    intervals: dict[Role, float] = {s.mqtt_role: cfg.health.interval_s,
+                                    d.role: d.supervision_s}
+    return {
+        "ats": s.ats, "path_fail_s": s.path_fail_s,
+        "category_met": category_met(intervals, dual=True),
+        "mqtt": {"role": s.mqtt_role, "supervision_s": cfg.health.interval_s},
+        "dc09": {"role": d.role, "endpoint": d.endpoint, "account": d.account,
+                 "receiver": d.receiver, "line": d.line,
+                 "encryption": f"AES-{len(d.key) * 8}" if d.key else "unencrypted",
+                 "carries": sorted(d.carries), "supervision": d.supervision,
+                 "supervision_s": d.supervision_s,
+                 "supervision_failover_s": d.supervision_failover_s,
+                 "ack_timeout_s": d.ack_timeout_s, "partition": d.partition,
+                 "zones": dict(d.zones), "silent": sorted(d.silent),
+                 "duress": sorted(d.duress), "codes": dict(d.codes)},
+    }
 
 
 def _escalation_summary(cfg: Config) -> dict[str, Any] | None:

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
             f" input the config does not have; {_NOT_RUNNING_3}")
     p.add_argument("point", help="input id from the config")
     p.add_argument("--drill", action="store_true", help="a drill, not a test")
+    p.add_argument("--path", choices=("all", "dc09"), default="all",
+                   help="all: a test event on every path (default); dc09: a Contact ID 601"
+                   " test to the receiving centre alone, not stored, with its round trip")
     p = add("drills", cmd_drills, "each drill's timeline and durations", json_flag=True,
             exits=f"0 fine; 2 bad config; {_NOT_RUNNING_3} (the store is read directly)")
     p.add_argument("--limit", type=int, default=20, help="drills to list (default 20)")

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.cli import diagnose, directories
 from gateway.cli.common import (
+    EXIT_FAIL,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     asker,
@@ -162,15 +163,32 @@ def cmd_test_alarm(args: argparse.Namespace) -> int:
     if code is not None:
         return code
     try:
-        res = control(cfg, {"cmd": "test-alarm", "point": args.point, "drill": args.drill})
+        res = control(cfg, {"cmd": "test-alarm", "point": args.point, "drill": args.drill,
+                            "path": getattr(args, "path", "all")})
     except ServiceNotRunningError as exc:
         return not_running(args, exc)
+    if res.get("path") == "dc09":
+        return _path_test_result(args, res)
     if args.json:
         print_json({"ok": True, **res})
         return EXIT_OK
     print(f"{res['type']} event for {res['point']} committed: seq {res['seq']} id {res['id']};"
           " it is on its way to the platform (alarmgw queue shows it until the broker has it)")
     return EXIT_OK
+
+
+def _path_test_result(args: argparse.Namespace, res: dict[str, Any]) -> int:
+    """`test-alarm --path dc09`: 0 when the receiving centre ACKed, 1 otherwise."""
+    if args.json:
+        print_json(res)
+        return EXIT_OK if res["ok"] else EXIT_FAIL
+    if res["ok"]:
+        print(f"DC-09 test (Contact ID 601, zone {res['zone']:03d}) ACKed by {res['endpoint']}"
+              f" in {res['rtt_ms']:g} ms")
+        return EXIT_OK
+    print(f"DC-09 test to {res.get('endpoint', 'the receiving centre')} failed:"
+          f" {res['outcome']}: {res['detail']}", file=sys.stderr)
+    return EXIT_FAIL
 
 
 __all__ = ["cmd_demo", "cmd_drills", "cmd_inputs", "cmd_queue", "cmd_run",

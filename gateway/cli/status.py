@@ -326,6 +326,39 @@ def inspection_lines(st: dict[str, Any]) -> list[str]:
     return lines
 
 
+def path_lines(paths: dict[str, Any]) -> list[str]:
+    """The transmission paths: each one's role, the DC-09 path's receiver, last ACK, round
+    trip, queue and next supervision message."""
+    d = paths["dc09"]
+    faults = paths.get("faults") or {}
+    ats = f"category {paths['ats']}" if paths.get("ats") else "no category named"
+    lines = [f"paths:   MQTT {paths['mqtt']['role']}"
+             f"{' IN FAULT' if faults.get('mqtt') else ''}, DC-09 {d['role']}"
+             f"{' IN FAULT' if faults.get('dc09') else ''}; {ats}, a path is a fault after"
+             f" {paths['path_fail_s']:g} s without delivering"]
+    q = d.get("queue") or {}
+    queue = (f"{q['waiting']} waiting" if "waiting" in q else f"queue unreadable: {q.get('error')}")
+    rtt = f", round trip {d['rtt_ms']:g} ms" if d.get("rtt_ms") is not None else ""
+    state = ("works" if d.get("failing_for_s") is None
+             else f"FAILING for {fmt_age(d['failing_for_s'])}: {d.get('last_error')}")
+    lines.append(f"  dc09    {d['endpoint']}{' AES' if d.get('encrypted') else ' unencrypted'}:"
+                 f" {state}; last ACK {d.get('last_ack_at') or 'none yet'}{rtt}; {queue};"
+                 f" supervision every {fmt_age(d['supervision_interval_s'])}"
+                 f"{' (failover)' if d.get('failover') else ''}, next in"
+                 f" {fmt_age(d['supervision_due_in_s'])}")
+    counts = ", ".join(f"{k} {d[k]}" for k in ("sent", "acked", "nak", "duh", "timeout", "error")
+                       if d.get(k))
+    bad = d.get("bad_replies") or {}
+    if counts or bad:
+        lines.append(f"          {counts or 'nothing sent yet'}"
+                     + (f"; bad replies: {', '.join(f'{k} {v}' for k, v in bad.items())}"
+                        if bad else ""))
+    for r in d.get("refused") or []:
+        lines.append(f"          REFUSED (DUH) {r['contact_id']} of event {r['event_id']}"
+                     f" at {r['at']}")
+    return lines
+
+
 def render_status(st: dict[str, Any]) -> list[str]:
     """The text of `alarmgw status` for a running service's document."""
     lines = [f"alarmgw {st['version']} {st['site']}/{st['gateway']}: running (pid {st['pid']},"
@@ -341,6 +374,8 @@ def render_status(st: dict[str, Any]) -> list[str]:
         lines.append(f"uplink:  DOWN ({up.get('broker')}) since {up.get('since') or 'start'}:"
                      f" {up.get('last_error') or 'connecting'}")
     lines += _queue_lines(st["queue"], None, offline=False)
+    if st.get("paths") is not None:
+        lines += path_lines(st["paths"])
     lines.append(_clock_line(st["clock"]))
     lines.append(_disk_line(st["disk"]))
     faults = st.get("faults") or []

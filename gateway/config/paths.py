@@ -26,6 +26,7 @@ Contact ID to an alarm-receiving centre (ARC).
     supervision_s = 45         NULL message interval; default from `ats` and the role
     supervision = "null"       null (DC-09 NULL messages) or "602" (Contact ID periodic test)
     ack_timeout_s = 5          how long one message waits for the receiver's ACK
+    retry_max_s = 30           a failing path retries after 1 s, doubling up to this
     partition = 1              the Contact ID partition (group), 1-99
     zones = { gate-panic = 1 } the Contact ID zone of each point, 1-999; the default is
                                the point's place among the configured inputs (1, 2, ...)
@@ -122,6 +123,8 @@ class Dc09Settings:
     """Interval while the other path is in fault (it then carries the category alone)."""
     supervision: Literal["null", "602"] = "null"
     ack_timeout_s: float = 5.0
+    retry_max_s: float = 30.0
+    """A failing path retries after 1 s, then doubling up to this, in seconds."""
     partition: int = 1
     zones: dict[str, int] = field(default_factory=dict)
     """Contact ID zone of every point (inputs and Modbus points), 1-999."""
@@ -207,8 +210,8 @@ def _hex_text(t: TomlTable, name: str, lo: int, hi: int, *, default: str | None 
 def _parse_dc09(t: TomlTable, ats: str | None, default_role: Role, point_ids: list[str],
                 panic_ids: list[str]) -> Dc09Settings:
     t.expect("role", "host", "port", "transport", "account", "receiver", "line", "key_file",
-             "carries", "supervision_s", "supervision", "ack_timeout_s", "partition", "zones",
-             "silent", "duress", "codes", related=("key",))
+             "carries", "supervision_s", "supervision", "ack_timeout_s", "retry_max_s",
+             "partition", "zones", "silent", "duress", "codes", related=("key",))
     if "key" in t.data:
         raise t.error("key", "put the key in a file readable by the service only and name it"
                       " with key_file (a key in the config would be shown by every copy of it)")
@@ -249,6 +252,7 @@ def _parse_dc09(t: TomlTable, ats: str | None, default_role: Role, point_ids: li
         supervision_s=supervision_s, supervision_failover_s=min(supervision_s, failover),
         supervision=t.choice("supervision", ("null", "602"), "null"),
         ack_timeout_s=t.number("ack_timeout_s", 5.0, min=0.2, max=60.0),
+        retry_max_s=t.number("retry_max_s", 30.0, min=1.0, max=600.0),
         partition=t.integer("partition", 1, min=1, max=99),
         zones=zones, silent=silent, duress=duress, codes=_codes(t, point_ids),
     )

@@ -162,8 +162,10 @@ class Escalation:
         return {"escalated": p.escalated}
 
     def on_delivery(self, step: str, event_ids: list[str]) -> None:
-        """Uplink hook: these events reached the broker."""
-        if step != "puback":
+        """Delivery hook: these events reached the broker (`puback`) or the receiving
+        centre of the DC-09 path (`arc_ack`): either way the alarm is out, and it escalates
+        only when nobody acknowledges it."""
+        if step not in ("puback", "arc_ack"):
             return
         with self._lock:
             for eid in event_ids:

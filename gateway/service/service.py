@@ -45,6 +45,7 @@ from gateway.police.drills import DrillLog
 from gateway.police.escalation import Escalation
 from gateway.service.paths import LOCK_NAME, lock_path, socket_path, store_path
 from gateway.service.police import PoliceLoop
+from gateway.service.second_path import SecondPath, path_routes
 from gateway.service.status import (
     clock_info,
     disk_free,
@@ -87,13 +88,16 @@ class Service:
         self.topics = Topics(config.gateway.site, config.gateway.id)
         self.outbox = Outbox(store_path(config), max_bytes=config.store.max_bytes,
                              keep_acked=config.store.keep_acked,
-                             reserve_bytes=config.store.reserve_bytes)
+                             reserve_bytes=config.store.reserve_bytes,
+                             paths=path_routes(config))
         self.pin_factory = pin_factory
         self._lock_fd: int | None = None
         self.engine: Engine | None = None
         self.police: PoliceLoop | None = None
         self.inspections: Inspections | None = None
         self.uplink: Uplink | None = None
+        self.second: SecondPath | None = None
+        """The DC-09 path and the watch over both paths ([paths.dc09] only)."""
         self.gpio: GpioInputs | None = None
         self.control: ControlServer | None = None
         self.cameras: SnapshotLane | None = None
@@ -194,6 +198,11 @@ class Service:
                              on_delivery=self._on_delivery,
                              on_fault=self.engine.door)
         self.uplink.start()
+        if cfg.paths.dc09 is not None:
+            # Before the inputs: a button latched at start goes out on both paths.
+            self.second = SecondPath(cfg, self.outbox, on_delivered=self._dc09_delivered)
+            self.second.start(self.uplink, self.engine.door)
+            self.add_listener(self.second.on_committed, before_uplink=True)
         # Cameras before inputs: a button latched at start gets its pictures too.
         self.add_listener(self.cameras.on_committed)
         self.control_commands.update(self.cameras.control_commands())
@@ -280,6 +289,9 @@ class Service:
         if self.cameras is not None:
             self.cameras.stop()  # after the engine: its last alarms' shots are recorded
             self.cameras = None
+        if self.second is not None:
+            self.second.stop()
+            self.second = None
         if self.uplink is not None:
             self.uplink.stop()
             self.uplink = None
@@ -318,6 +330,12 @@ class Service:
             self.police.on_delivery(step, rows)
         if self.inspections is not None:
             self.inspections.on_delivery(step, rows)
+
+    def _dc09_delivered(self, row: Any) -> None:
+        """The receiving centre ACKed an event: for escalation, the alarm is delivered."""
+        esc = self.escalation
+        if esc is not None:
+            esc.on_delivery("arc_ack", [row.event_id])
 
     def _wake_uplink(self) -> None:
         if self.uplink is not None:
@@ -433,6 +451,7 @@ class Service:
         doc["systemd"] = self.systemd.state() if self.systemd is not None else None
         doc["control_socket"] = str(socket_path(cfg))
         doc["inspection"] = self.inspections.status() if self.inspections else None
+        doc["paths"] = self.second.status() if self.second is not None else None
         return doc
 
     def police_status(self) -> dict[str, Any]:
@@ -458,6 +477,13 @@ class Service:
         assert engine is not None
         point = str(req.get("point", ""))
         drill = bool(req.get("drill", False))
+        if req.get("path") == "dc09":
+            if self.second is None:
+                raise ValueError(f"no DC-09 path is configured in {self.config.path}: add"
+                                 " [paths.dc09] (docs/protocol/dc09.md)")
+            if drill:
+                raise ValueError("a drill goes to the platform: --path dc09 sends a test only")
+            return self.second.send_test(point)
         committed = engine.call(
             lambda: engine.raise_test(point, drill, "alarmgw test-alarm")).result(10.0)
         return {"seq": committed.seq, "id": committed.event_id, "type": committed.type,

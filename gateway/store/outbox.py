@@ -63,6 +63,8 @@ from typing import Any
 from gateway.clock import mono_ns, read_boot_id
 from gateway.errors import StoreError, StoreFullError
 from gateway.store import inspections
+from gateway.store import paths as path_queue
+from gateway.store.paths import QUEUED_ROWS, PathQueueStats, PathRow
 from gateway.store.records import EventDraft, Lane, QueueStats, Row, State, StoreWrite
 from gateway.store.reports import drill_records, queue_stats, waiting_rows
 from gateway.store.schema import SYNCHRONOUS_AT_OPEN, needs_migration, prepare
@@ -76,7 +78,8 @@ OVERLAY_WARN = 1000
 PROTECT_UNANSWERED = 256
 #: What the budget evicts, in order, oldest first: delivered rows, then waiting bulk rows.
 _EVICTION_ORDER = (
-    (State.ACKED, f"SELECT rowid, size FROM outbox WHERE state={State.ACKED:d} ORDER BY rowid"),
+    (State.ACKED, f"SELECT rowid, size FROM outbox WHERE state={State.ACKED:d}"
+                  f" AND rowid NOT IN ({QUEUED_ROWS}) ORDER BY rowid"),
     (State.READY, f"SELECT rowid, size FROM outbox WHERE state={State.READY:d}"
                   f" AND lane={Lane.BULK:d} ORDER BY rowid"),
 )
@@ -98,19 +101,23 @@ class Outbox:
 
     def __init__(self, path: Path, *, max_bytes: int = 256 * 1024 * 1024,
                  keep_acked: int = 1000, reserve_bytes: int = 0,
-                 boot_id: str | None = None) -> None:
+                 boot_id: str | None = None,
+                 paths: dict[str, frozenset[str]] | None = None) -> None:
         """`path`: the database file; `max_bytes`: byte budget of rows, in bytes;
         `keep_acked`: how many delivered rows to keep for inspection; `reserve_bytes`:
         size of the ballast file kept beside the store so that an alarm can still be
         committed on a full filesystem, in bytes (0: none); `boot_id`: the boot that rows
         committed now belong to (default: the kernel's), recorded with their CLOCK_BOOTTIME
-        so that their age can be told within a boot whatever the wall clock did."""
+        so that their age can be told within a boot whatever the wall clock did; `paths`:
+        the event types each second path carries (gateway.store.paths), queued for it in
+        the transaction that commits them."""
         self.path = Path(path)
         self.boot_id = boot_id if boot_id is not None else read_boot_id()
         self.max_bytes = max_bytes
         self.keep_acked = keep_acked
         self.reserve_bytes = reserve_bytes
         self.reserve_path = self.path.with_name(self.path.name + ".reserve")
+        self.paths = dict(paths or {})
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._sync = ""
@@ -185,6 +192,7 @@ class Outbox:
         try:
             evicted = db.execute("DELETE FROM outbox WHERE lane=? AND state=?",
                                  (Lane.BULK, State.READY)).rowcount
+            # (A file still to migrate has no second path's queue to spare.)
             db.execute(f"DELETE FROM outbox WHERE state=? AND rowid NOT IN ({_UNANSWERED})",
                        (State.ACKED, PROTECT_UNANSWERED))
             db.execute("COMMIT")
@@ -290,7 +298,7 @@ class Outbox:
                     draft = make(seq)
                     size = len(draft.payload)
                     self._make_room(db, size, lane)
-                    db.execute(
+                    cur = db.execute(
                         "INSERT INTO outbox (lane, seq, event_id, event_type, topic, payload,"
                         " properties, size, created_at, mono_ns, boot_id)"
                         " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -298,6 +306,10 @@ class Outbox:
                          draft.payload, _props(properties), size, _utc_now(), mono_ns(),
                          self.boot_id))
                     db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+                    for path, types in self.paths.items():
+                        if draft.event_type in types:
+                            assert cur.lastrowid is not None
+                            path_queue.enqueue(db, path, cur.lastrowid)
                     if fault_open is not None:
                         db.execute("INSERT OR REPLACE INTO open_faults (device, record)"
                                    " VALUES (?, ?)", (fault_open["device"],
@@ -656,7 +668,8 @@ class Outbox:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 evicted = db.execute("DELETE FROM outbox WHERE lane=? AND state=?",
                                      (Lane.BULK, State.READY)).rowcount
-                db.execute(f"DELETE FROM outbox WHERE state=? AND rowid NOT IN ({_UNANSWERED})",
+                db.execute(f"DELETE FROM outbox WHERE state=? AND rowid NOT IN ({_UNANSWERED})"
+                       f" AND rowid NOT IN ({QUEUED_ROWS})",
                            (State.ACKED, PROTECT_UNANSWERED))
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:
@@ -826,7 +839,8 @@ class Outbox:
         # can answer without the rows themselves.
         victims = db.execute(
             f"SELECT rowid, size FROM outbox WHERE state={State.ACKED:d} AND rowid NOT IN"
-            f" ({_UNANSWERED}) ORDER BY rowid LIMIT ?", (PROTECT_UNANSWERED, excess)).fetchall()
+            f" ({_UNANSWERED}) AND rowid NOT IN ({QUEUED_ROWS}) ORDER BY rowid LIMIT ?",
+            (PROTECT_UNANSWERED, excess)).fetchall()
         db.executemany("DELETE FROM outbox WHERE rowid=?", [(r[0],) for r in victims])
         return len(victims), sum(r[1] for r in victims)
 
@@ -856,6 +870,50 @@ class Outbox:
                     " are stored again", self.path)
         self.disk_trouble = None
         return True
+
+    # -- a second path's side -----------------------------------------------
+
+    def path_take(self, path: str, limit: int, skip: set[int]) -> list[PathRow]:
+        """The next `limit` events `path` is to send (alarms first, then in commit order),
+        passing over the queue rows in `skip`; each gets its wire sequence number, written
+        once, at its first take (gateway.store.paths)."""
+        try:
+            with self._txn("NORMAL") as db:
+                return path_queue.next_rows(db, path, limit, skip)
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                self._no_room("a second path's sequence numbers", exc)
+            raise StoreError(f"store {self.path}: cannot take rows for the {path} path: {exc}"
+                             ) from exc
+
+    def path_done(self, path: str, rowids: list[int]) -> None:
+        """`path` has delivered these queue rows: they go, and with them the last claim
+        on their outbox rows (pruned with the delivered history once MQTT has them too)."""
+        try:
+            with self._txn("NORMAL") as db:
+                path_queue.delete(db, rowids)
+        except sqlite3.Error as exc:
+            if _is_full(exc):
+                self._no_room(f"the {path} path's deliveries", exc)
+            raise StoreError(f"store {self.path}: cannot record the {path} path's deliveries:"
+                             f" {exc}") from exc
+
+    def path_stats(self, path: str) -> PathQueueStats:
+        with self._open_db() as db:
+            return path_queue.stats(db, path)
+
+    def oldest_waiting_age(self, max_lane: Lane) -> float | None:
+        """Seconds the oldest row of this boot in lanes up to `max_lane` has waited for
+        its PUBACK (by CLOCK_BOOTTIME), or None when none waits. Read only: the path
+        watch asks it every second."""
+        with self._open_db() as db:
+            row = db.execute(
+                "SELECT mono_ns FROM outbox WHERE state IN (?, ?) AND lane <= ? AND boot_id = ?"
+                " ORDER BY rowid LIMIT 1",
+                (State.READY, State.IN_FLIGHT, int(max_lane), self.boot_id)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, (mono_ns() - int(row[0])) / 1e9)
 
     # -- inspection --------------------------------------------------------
 

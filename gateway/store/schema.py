@@ -21,6 +21,9 @@ Versions:
    report), `proven` (per point, the last time it was proven working, or since when it
    has gone unproven) and `notices` (the untested notices sent, so that none is sent
    twice). Only tables are added: a version 2 file is brought to 3 by creating them.
+4. Second paths (gateway.store.paths): `path_queue`, the events a path other than MQTT
+   (the DC-09 path) has still to deliver, each with its wire sequence number. A table is
+   added, nothing rewritten: a version 2 or 3 file is brought to 4 by creating what it lacks.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: What `prepare` leaves the connection's `synchronous` at: the first commit of a row must
 #: be fsynced, so a connection starts out at the strict setting.
 SYNCHRONOUS_AT_OPEN = "FULL"
@@ -86,6 +89,17 @@ _V3_TABLES = (
     record  TEXT NOT NULL
 )""",
 )
+#: What version 4 added. `outbox_row` is the event's row in the outbox (kept while queued).
+_V4_TABLES = (
+    """CREATE TABLE IF NOT EXISTS path_queue (
+    rowid      INTEGER PRIMARY KEY,
+    path       TEXT NOT NULL,     -- 'dc09'
+    outbox_row INTEGER NOT NULL,
+    wire_seq   INTEGER,           -- the path's sequence number, fixed at the first send
+    UNIQUE (path, outbox_row)
+)""",
+    "CREATE INDEX IF NOT EXISTS path_queue_by_row ON path_queue (outbox_row)",
+)
 _TABLES = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     _OUTBOX.format(name="outbox"),
@@ -114,6 +128,7 @@ _TABLES = (
     timeline     TEXT NOT NULL  -- JSON: step -> {"at": UTC time, "mono_ns": CLOCK_BOOTTIME}
 )""",
     *_V3_TABLES,
+    *_V4_TABLES,
 )
 
 #: The columns a version 1 outbox shares with version 2.
@@ -168,7 +183,7 @@ def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
         db.execute(f"PRAGMA wal_autocheckpoint={max(16, reserve_bytes // page // 2)}")
     if version == SCHEMA_VERSION:
         return
-    if version == 2:
+    if version in (2, 3):
         _add_tables(db, path, version)
         return
     # Version 0 is a new file, or one whose first open stopped before it was stamped: its
@@ -236,10 +251,11 @@ def _outbox_is_v1(db: sqlite3.Connection) -> bool:
 
 
 def _add_tables(db: sqlite3.Connection, path: Path, version: int) -> None:
-    """Bring a version 2 file to 3: the inspection tables are added, nothing is rewritten."""
+    """Bring a version 2 or 3 file to 4: the tables the later versions added are created,
+    nothing is rewritten."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for ddl in _V3_TABLES:
+        for ddl in (*_V3_TABLES, *_V4_TABLES):
             db.execute(ddl)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -247,8 +263,8 @@ def _add_tables(db: sqlite3.Connection, path: Path, version: int) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    log.info("store %s: migrated from schema version %d to %d (inspection tables added)",
-             path, version, SCHEMA_VERSION)
+    log.info("store %s: migrated from schema version %d to %d (tables added: %s)", path,
+             version, SCHEMA_VERSION, "inspections, path queue" if version == 2 else "path queue")
 
 
 def _migrate_v1(db: sqlite3.Connection, path: Path) -> None:

@@ -1,0 +1,121 @@
+"""The second paths' queues: which events a path other than MQTT must still deliver.
+
+An event that a second path carries (the DC-09 path to a receiving centre) gets a row in
+`path_queue` in the transaction that commits it to the outbox, so that the event is on
+disk for that path exactly when it is for MQTT, and each path delivers it on its own: MQTT
+moves the outbox row through its states, the path deletes its queue row when its receiver
+acknowledged it. The outbox row itself (the event's document) is kept from pruning and
+eviction while any path still has it queued: an event leaves the disk only when every path
+that must carry it has it.
+
+A queue row carries the path's own sequence number for the event (`wire_seq`, DC-09's
+0001-9999), fixed at its first send and kept across restarts: a receiver that got the
+message but whose ACK was lost sees the retry under the same number and de-duplicates it.
+Nothing else of a path's delivery is on disk: which row is in flight is the path thread's
+memory (at a restart everything not acknowledged is sent again), so a send costs no write
+but the first one's number, and an ACK one delete (gateway.store.schema, version 4).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+#: Outbox rows a path still needs: kept out of pruning and eviction (a subquery).
+QUEUED_ROWS = "SELECT outbox_row FROM path_queue"
+#: The highest wire sequence number of events; numbering wraps to 1 after it. DC-09 has
+#: 4 digits: 9000-9999 are the path's messages that are not events (supervision, tests),
+#: numbered in memory, so that a receiver de-duplicating by sequence never takes a poll
+#: for a repeated alarm.
+MAX_WIRE_SEQ = 8999
+
+
+@dataclass(frozen=True)
+class PathRow:
+    """One event a path has still to deliver."""
+
+    rowid: int
+    """The queue row's id (what `done` takes)."""
+    outbox_row: int
+    seq: int | None
+    event_id: str
+    event_type: str
+    payload: bytes
+    """The event's document, as MQTT publishes it."""
+    wire_seq: int
+    """The path's sequence number for this event."""
+    mono_ns: int | None
+    boot_id: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class PathQueueStats:
+    """A path's queue at one moment."""
+
+    waiting: int
+    oldest_event_id: str | None
+    oldest_created_at: str | None
+    oldest_mono_ns: int | None
+    oldest_boot_id: str | None
+
+
+def enqueue(db: sqlite3.Connection, path: str, outbox_row: int) -> None:
+    """Queue the event at `outbox_row` for `path`, inside the caller's transaction."""
+    db.execute("INSERT OR IGNORE INTO path_queue (path, outbox_row) VALUES (?, ?)",
+               (path, outbox_row))
+
+
+def next_rows(db: sqlite3.Connection, path: str, limit: int, skip: set[int]) -> list[PathRow]:
+    """The next rows `path` is to send, alarms first, then in commit order; rows in `skip`
+    (in flight, or delivered with the deletion still to be written) are passed over. Rows
+    without a wire number get one (the caller's transaction must be open)."""
+    rows = db.execute(
+        "SELECT q.rowid, q.outbox_row, o.seq, o.event_id, o.event_type, o.payload, q.wire_seq,"
+        " o.mono_ns, o.boot_id, o.created_at FROM path_queue q JOIN outbox o ON"
+        " o.rowid = q.outbox_row WHERE q.path = ? ORDER BY o.lane, q.outbox_row LIMIT ?",
+        (path, limit + len(skip))).fetchall()
+    found: list[PathRow] = []
+    for r in rows:
+        if r[0] in skip:
+            continue
+        wire = r[6]
+        if wire is None:
+            wire = _allocate_wire_seq(db, path)
+            db.execute("UPDATE path_queue SET wire_seq=? WHERE rowid=?", (wire, r[0]))
+        found.append(PathRow(rowid=r[0], outbox_row=r[1], seq=r[2], event_id=r[3],
+                             event_type=r[4], payload=bytes(r[5]), wire_seq=wire,
+                             mono_ns=r[7], boot_id=r[8], created_at=r[9]))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _allocate_wire_seq(db: sqlite3.Connection, path: str) -> int:
+    key = f"{path}_next_wire_seq"
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, 1)", (key,))
+    wire: int = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+    db.execute("UPDATE meta SET value=? WHERE key=?", (wire % MAX_WIRE_SEQ + 1, key))
+    return wire
+
+
+def delete(db: sqlite3.Connection, rowids: list[int]) -> None:
+    db.executemany("DELETE FROM path_queue WHERE rowid=?", [(r,) for r in rowids])
+
+
+def stats(db: sqlite3.Connection, path: str) -> PathQueueStats:
+    n: int = db.execute("SELECT COUNT(*) FROM path_queue WHERE path=?", (path,)).fetchone()[0]
+    oldest = db.execute(
+        "SELECT o.event_id, o.created_at, o.mono_ns, o.boot_id FROM path_queue q JOIN outbox o"
+        " ON o.rowid = q.outbox_row WHERE q.path=? ORDER BY q.outbox_row LIMIT 1",
+        (path,)).fetchone()
+    if oldest is None:
+        return PathQueueStats(n, None, None, None, None)
+    return PathQueueStats(n, oldest[0], oldest[1], oldest[2], oldest[3])
+
+
+def has_table(db: sqlite3.Connection) -> bool:
+    """Whether the file has the path queue (schema version 4 on): the offline readers
+    read older files as they are."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='path_queue'"
+                      ).fetchone() is not None
