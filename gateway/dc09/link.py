@@ -263,6 +263,8 @@ class Dc09Link:
             if not data:
                 if self.transport == "udp":
                     continue  # an empty datagram is no answer
+                if self._buffer.partial:  # closed inside a frame
+                    self._count("truncated")
                 self._drop()
                 return self._error(f"{self.where}: the receiver closed the connection;"
                                    " check its log (it may refuse our account)")
