@@ -2,14 +2,20 @@
 
 A private Mosquitto on a free loopback port, the gateway service as its
 own process on `examples/sim.toml` (simulated GPIO buttons), and the
-reference platform console printing every event it receives. The demo
-presses a button, shows the alarm arrive, releases it, and keeps running
+reference platform console printing every event it receives. Beside the
+police platform, a simulated alarm-receiving centre (ARC, hw_sim.arc) on
+another free loopback port is the second path: the demo adds a
+[paths.dc09] toward it to its copy of the config, with an AES key made
+for the run in a 0600 file, and prints each Contact ID event the ARC
+receives ("ARC 1234: 1120 zone 001 (panic, new)"). The demo presses a
+button, shows the alarm arrive at both, releases it, and keeps running
 so you can press buttons yourself with `alarmgw sim`.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Config, load_config
 from gateway.control import request
@@ -28,22 +34,48 @@ from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
 if TYPE_CHECKING:
+    from hw_sim.arc import ArcReceiver
     from hw_sim.console.app import WebConsole
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIM_CONFIG = REPO_ROOT / "examples" / "sim.toml"
 
+#: The account the demo's ARC knows the demo school by.
+ARC_ACCOUNT = "1234"
+
 _PORT_LINE = re.compile(r"^port\s*=\s*\d+\s*$", re.MULTILINE)
 _RELATIVE_FILE = re.compile(r'^\w+_file\s*=\s*"([^"/]+)"', re.MULTILINE)
+_DC09_TABLE = re.compile(r"^\s*\[\s*paths\s*\.\s*dc09\s*\]", re.MULTILINE)
+
+#: What the Contact ID codes alarmgw sends mean (gateway/dc09/contactid.py).
+_CID_NAMES = {
+    "120": "panic", "121": "duress", "122": "silent panic", "150": "24-hour auxiliary",
+    "144": "sensor tamper", "380": "sensor trouble", "330": "system peripheral trouble",
+    "354": "failure to communicate", "350": "communication trouble",
+    "626": "time/date inaccurate", "300": "system trouble", "601": "manual test",
+    "602": "periodic test", "607": "walk test",
+}
+_CID_QUALIFIERS = {"1": "new", "3": "restore", "6": "status"}
 
 
-def prepare_config(template: Path, workdir: Path, broker_port: int) -> Path:
-    """Copy the simulator config into `workdir`, pointed at the demo's broker."""
+def has_dc09(template: Path) -> bool:
+    """Whether the config already names its own DC-09 path (the demo then adds none)."""
+    return _DC09_TABLE.search(template.read_text(encoding="utf-8")) is not None
+
+
+def prepare_config(template: Path, workdir: Path, broker_port: int,
+                   arc: ArcReceiver | None = None, arc_key_file: Path | None = None) -> Path:
+    """Copy the simulator config into `workdir`, pointed at the demo's broker, and with
+    `arc` a [paths.dc09] toward that (started) ARC, encrypted with the key in
+    `arc_key_file`."""
     text = template.read_text(encoding="utf-8")
     text, n = _PORT_LINE.subn(f"port = {broker_port}", text)
     if n != 1:
         raise ConfigError(template, "broker.port", "the demo needs exactly one 'port = N' line"
                           " to point at its private broker")
+    if arc is not None:
+        assert arc_key_file is not None
+        text += dc09_section(arc.port, arc_key_file)
     path = workdir / "demo.toml"
     path.write_text(text, encoding="utf-8")
     # Files the config names by relative path travel with it.
@@ -52,6 +84,70 @@ def prepare_config(template: Path, workdir: Path, broker_port: int) -> Path:
         if src.is_file():
             shutil.copy2(src, workdir / name)
     return path
+
+
+def write_arc_key(workdir: Path) -> Path:
+    """A fresh AES-128 key (16 hex characters) in `workdir`/dc09.key, readable by its owner
+    only, as the gateway demands of a key file."""
+    path = workdir / "dc09.key"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(secrets.token_hex(8).upper() + "\n", encoding="ascii")
+    return path
+
+
+def dc09_section(arc_port: int, key_file: Path) -> str:
+    """The [paths.dc09] the demo appends to its copy of the config."""
+    return (
+        "\n# Added by the demo: the second alarm path, SIA DC-09 (Contact ID) to its ARC.\n"
+        "[paths.dc09]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {arc_port}\n"
+        f'account = "{ARC_ACCOUNT}"\n'
+        'receiver = "1"\n'
+        'line = "1"\n'
+        f'key_file = "{key_file}"\n'
+        "retry_max_s = 5\n"
+    )
+
+
+def arc_line(event: dict[str, Any]) -> str:
+    """How the demo shows one message the ARC accepted: "ARC 1234: 1120 zone 001 (panic,
+    new)" for a Contact ID event, a line for a supervision (NULL) message."""
+    who = f"ARC {event['account']}"
+    if event["message_type"] != "ADM-CID":
+        return f"{who}: {event['message_type']} (supervision: the DC-09 path is alive)"
+    qualifier, code = event["event_qualifier"] or "", event["event_type"] or ""
+    name = _CID_NAMES.get(code, "code " + code)
+    return (f"{who}: {qualifier}{code} zone {event['ri']} ({name},"
+            f" {_CID_QUALIFIERS.get(qualifier, 'qualifier ' + qualifier)})")
+
+
+def _print_arc_event(event: dict[str, Any]) -> None:
+    # One write, so that the line stays whole beside the platform console's (its thread).
+    sys.stdout.write(arc_line(event) + "\n")
+    sys.stdout.flush()
+
+
+def _start_arc(template: Path, key_file: Path) -> ArcReceiver | None:
+    """The demo's ARC, started on a free loopback port, knowing account ARC_ACCOUNT by the
+    key in `key_file`; None when the config has its own [paths.dc09] or pysiaalarm is
+    missing."""
+    if has_dc09(template):
+        print(f"demo: {template} has its own [paths.dc09]; no simulated ARC", flush=True)
+        return None
+    try:
+        from hw_sim.arc import HOST, ArcReceiver
+    except ImportError as exc:
+        print(f"demo: no simulated ARC ({exc}); install it with pip install -e '.[dev]'",
+              flush=True)
+        return None
+    key = key_file.read_text(encoding="ascii").strip()
+    arc = ArcReceiver({ARC_ACCOUNT: key}, on_event=_print_arc_event).start()
+    print(f"demo: simulated alarm-receiving centre (ARC) on {HOST}:{arc.port}, account"
+          f" {ARC_ACCOUNT}, AES-{len(key) * 8} key in {key_file}: the gateway's second path"
+          " (SIA DC-09, Contact ID)", flush=True)
+    return arc
 
 
 def wait_until_serving(cfg: Config, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -108,12 +204,15 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
     broker = Mosquitto(workdir / "broker")
     console: PlatformConsole | None = None
     web: WebConsole | None = None
+    arc: ArcReceiver | None = None
     proc: subprocess.Popen[bytes] | None = None
     try:
         broker.start()
         print(f"demo: private Mosquitto on {broker.host}:{broker.port} (log"
               f" {workdir / 'broker'})", flush=True)
-        cfg_path = prepare_config(template, workdir, broker.port)
+        arc_key_file = write_arc_key(workdir)
+        arc = _start_arc(template, arc_key_file)
+        cfg_path = prepare_config(template, workdir, broker.port, arc, arc_key_file)
         cfg = load_config(cfg_path)
         key = cfg.commands.key if cfg.commands is not None else None
         console = PlatformConsole(broker.host, broker.port, out=sys.stdout,
@@ -137,6 +236,8 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
         request(sock, {"cmd": "sim", "action": "press", "input": panic.id})
         if not console.wait_for(lambda c: bool(c.events_of("alarm", panic.id)), 10.0):
             print("demo: FAILED: the alarm did not reach the platform in 10 s", file=sys.stderr)
+            return 1
+        if arc is not None and not _wait_for_arc(arc, cfg, panic.id):
             return 1
         if key is not None:
             console.wait_for(lambda c: any(r.get("op") == "ack" for r in c.results.values()),
@@ -189,6 +290,11 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
                 proc.wait()
         if web is not None:
             web.stop()
+        if arc is not None:
+            arc.stop()
+            cids = [e for e in arc.events if e["message_type"] == "ADM-CID"]
+            print(f"demo: ARC received {len(cids)} Contact ID events and"
+                  f" {len(arc.events) - len(cids)} supervision messages", flush=True)
         if console is not None:
             console.stop()
             print(f"demo: platform received {len(console.events)} events"
@@ -196,6 +302,20 @@ def run_demo(config: Path | None = None, duration: float | None = None) -> int:
                   f" {console.gaps() or 'none'}", flush=True)
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_arc(arc: ArcReceiver, cfg: Config, point: str) -> bool:
+    """Wait for the press's alarm at the ARC (new event, the point's zone); False if it
+    did not come."""
+    assert cfg.paths.dc09 is not None
+    zone = f"{cfg.paths.dc09.zones[point]:03d}"
+    try:
+        arc.wait_for(lambda e: e["message_type"] == "ADM-CID" and e["event_qualifier"] == "1"
+                     and e["ri"] == zone and e["event_type"] in ("120", "121", "122"), 10.0)
+    except TimeoutError:
+        print("demo: FAILED: the alarm did not reach the ARC in 10 s", file=sys.stderr)
+        return False
+    return True
 
 
 def _start_web_console(broker: Mosquitto, workdir: Path, key: bytes | None

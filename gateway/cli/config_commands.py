@@ -216,7 +216,9 @@ def _paths_summary(cfg: Config) -> dict[str, Any] | None:
                                     d.role: d.supervision_s}
     return {
         "ats": s.ats, "path_fail_s": s.path_fail_s,
-        "category_met": category_met(intervals, dual=True),
+        "category_met": category_met(
+            intervals, dual=True,
+            failover_s=d.supervision_failover_s if d.role == "secondary" else None),
         "mqtt": {"role": s.mqtt_role, "supervision_s": cfg.health.interval_s},
         "dc09": {"role": d.role, "endpoint": d.endpoint, "account": d.account,
                  "receiver": d.receiver, "line": d.line,

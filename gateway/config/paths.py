@@ -81,17 +81,22 @@ def reporting_time(ats: str, role: Role) -> float:
     return primary if role == "primary" else secondary
 
 
-def category_met(intervals: dict[Role, float], dual: bool) -> str | None:
+def category_met(intervals: dict[Role, float], dual: bool,
+                 failover_s: float | None = None) -> str | None:
     """The strictest category whose reporting times polls at `intervals` (role -> s) meet,
     or None when none is. A poll interval meets a reporting time it fits into
-    POLLS_PER_REPORTING_TIME times."""
+    POLLS_PER_REPORTING_TIME times. `failover_s` (dual only): the secondary's interval
+    while the primary is in fault, which must meet the primary's reporting time (None:
+    the secondary keeps `intervals["secondary"]`)."""
     def meets(interval: float, reporting: float) -> bool:
         return interval * POLLS_PER_REPORTING_TIME <= reporting + 1e-9
 
     if dual:
+        alone = intervals["secondary"] if failover_s is None else failover_s
         for name in ("DP4", "DP3", "DP2", "DP1"):
             primary, secondary = DP_REPORTING_S[name]
-            if meets(intervals["primary"], primary) and meets(intervals["secondary"], secondary):
+            if (meets(intervals["primary"], primary) and meets(intervals["secondary"], secondary)
+                    and meets(alone, primary)):
                 return name
         return None
     interval = min(intervals.values())
@@ -162,6 +167,10 @@ def parse_paths(root: TomlTable, point_ids: list[str], panic_ids: list[str],
     if t is None:
         return PathSettings()
     t.expect("ats", "path_fail_s", "mqtt", "dc09")
+    given = t.data.get("ats")
+    if isinstance(given, str) and given not in ATS_CATEGORIES and given.upper() in ATS_CATEGORIES:
+        raise t.error("ats", f"{given!r} is not one of {', '.join(ATS_CATEGORIES)};"
+                      f" did you mean {given.upper()}?")
     ats = t.choice("ats", ATS_CATEGORIES) if "ats" in t.data else None
     path_fail_s = t.number("path_fail_s", 90.0, min=5.0, max=7 * 24 * _HOUR)
     mqtt_t = t.table("mqtt")
@@ -209,12 +218,13 @@ def _hex_text(t: TomlTable, name: str, lo: int, hi: int, *, default: str | None 
 
 def _parse_dc09(t: TomlTable, ats: str | None, default_role: Role, point_ids: list[str],
                 panic_ids: list[str]) -> Dc09Settings:
-    t.expect("role", "host", "port", "transport", "account", "receiver", "line", "key_file",
-             "carries", "supervision_s", "supervision", "ack_timeout_s", "retry_max_s",
-             "partition", "zones", "silent", "duress", "codes", related=("key",))
+    # Before `expect`, which would call `key` an unknown key and never say where keys go.
     if "key" in t.data:
         raise t.error("key", "put the key in a file readable by the service only and name it"
                       " with key_file (a key in the config would be shown by every copy of it)")
+    t.expect("role", "host", "port", "transport", "account", "receiver", "line", "key_file",
+             "carries", "supervision_s", "supervision", "ack_timeout_s", "retry_max_s",
+             "partition", "zones", "silent", "duress", "codes", related=("key",))
     role: Role = t.choice("role", ("primary", "secondary"), default_role)
     host = t.text("host", required=True)
     port = t.integer("port", None, min=1, max=65535)
@@ -275,7 +285,8 @@ def _read_key(t: TomlTable, path: Path) -> bytes:
         # The key itself is never repeated in a message.
         raise t.error("key_file", f"{path} must hold 16, 24 or 32 hex characters (AES-128,"
                       f" -192 or -256), found {len(text)} characters"
-                      + ("" if _HEX.fullmatch(text or "x") else " that are not all hex digits"))
+                      + ("" if not text or _HEX.fullmatch(text)
+                         else " that are not all hex digits"))
     return text.encode("ascii")
 
 
