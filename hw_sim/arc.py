@@ -136,9 +136,10 @@ class ArcReceiver:
     ``receiver`` ("R1" or None), ``line`` ("L2"), ``code`` (the SIA code pysiaalarm mapped,
     "PA"), ``event_qualifier`` ("1"), ``event_type`` (the Contact ID code, "120"),
     ``partition``, ``ri`` (the zone), ``timestamp`` (aware datetime or None),
-    ``encrypted``, ``message_type`` ("ADM-CID", "SIA-DCS", "NULL") and ``answer`` (the
-    mode it was answered in). `counts` is pysiaalarm's Counter; `answered` counts what was
-    sent back, by kind.
+    ``encrypted``, ``message_type`` ("ADM-CID", "SIA-DCS", "NULL"), ``answer`` (the
+    mode it was answered in) and ``arrived_ns`` (when it was taken, CLOCK_BOOTTIME ns, the
+    clock of an alarmgw event's ``mono_ns``). `counts` is pysiaalarm's Counter;
+    `answered` counts what was sent back, by kind.
     """
 
     def __init__(self, accounts: dict[str, str | None], *, port: int = 0,
@@ -402,6 +403,7 @@ class ArcReceiver:
             "encrypted": bool(event.encrypted),
             "message_type": msg_type.value if isinstance(msg_type, MessageTypes) else msg_type,
             "answer": answer,
+            "arrived_ns": time.clock_gettime_ns(time.CLOCK_BOOTTIME),
         }
         with self._cond:
             self._events.append(record)

@@ -9,7 +9,10 @@ to a sounder and the simulated SMS modem) against a real Mosquitto (with persist
 platform's session survives a SIGKILL, as a production broker's would) through
 :class:`hw_sim.netfault.NetFault`, with the reference :class:`hw_sim.platform.PlatformConsole`
 recording and acknowledging alarms on arrival (its operator leaves a seeded few unanswered),
-and injects one fault at a time, chosen at random:
+with the second path, SIA DC-09 (Contact ID, AES from a 0600 key file) to the simulated
+receiving centre :class:`hw_sim.arc.ArcReceiver` (pysiaalarm, on loopback; ack timeout 1 s,
+retries up to every 2 s, a path failing 5 s a fault), and injects one fault at a time,
+chosen at random:
 
 - ``broker_kill``: SIGKILL the broker, bring it back after a while on the same port;
 - ``blackhole``: the proxy drops every byte, connections stay open (a half-open link);
@@ -22,13 +25,21 @@ and injects one fault at a time, chosen at random:
   refuses the login, or answers later than the gateway waits;
 - ``modem_fail``: the modem says nothing, loses its SIM or its network, or the network
   refuses every SMS; the first time (and at random later) the operator also leaves the next
-  alarm unanswered, and the modem stays broken until that alarm's SMS has failed.
+  alarm unanswered, and the modem stays broken until that alarm's SMS has failed;
+- ``arc_down``: the receiving centre has gone (its sockets and connections closed);
+- ``arc_blackhole``: it reads every message and answers none;
+- ``arc_nak``: it refuses every message with a NAK;
+- ``arc_spoilt``: it answers junk, an ACK with a bad CRC, or half an ACK;
+- ``both_down``: the proxy resets MQTT and the centre is down at once (at least
+  ``uplink_down_s`` + 2 s, so that an alarm kept from both paths escalates).
 
-Meanwhile a second thread presses and releases the simulated buttons (four panic buttons,
-one tamper switch) through the control socket, at random. When the time is up the faults
+Each fault of the centre ends with it answering normally again. Meanwhile a second thread
+presses and releases the simulated buttons (four panic buttons, one tamper switch) through
+the control socket, at random. When the time is up the faults
 stop, the run waits for every device fault to clear and every escalation to finish, then for
-the gateway's outbox to drain (control command ``queue``), and checks the console's record
-against the store: every seq from 1 to ``next_seq - 1`` arrived, no id twice after
+the gateway's outbox to drain (control command ``queue``) and the DC-09 path's queue too
+(``status``, ``paths.dc09.queue.waiting``), and checks the console's record against the
+store: every seq from 1 to ``next_seq - 1`` arrived, no id twice after
 de-duplication, no seq under two ids, no gap, faults paired with fault_cleared; every
 picture an event lists arrived or was reported failed, unless the store evicted it under
 its budget or a SIGKILL cut it before it was taken; every alarm that no acknowledgement
@@ -40,6 +51,19 @@ event's CLOCK_BOOTTIME stamp to its first arrival at the console) is reported as
 for alarms committed while the link was up (no path fault active and none in the last
 ``settle_s``, plus 1.5 x keepalive after a black hole; device faults do not count against
 the link), by fault kind, and for all alarms.
+
+The DC-09 path is checked against the console's alarms (and tampers), which are every
+committed one: each must have reached the centre as a Contact ID new event with its zone
+and code (DC09_ZONES: 120 panic, 122 silent, 121 duress, 144 tamper) and been answered ACK,
+the centre's messages de-duplicated by DC-09 sequence number as a receiver does (a resend
+after a lost ACK keeps its number), matched by zone and code in commit order: ``lost`` (an
+alarm the centre never ACKed), ``extra`` (one it got under a second number), a number
+reused with other content, a DUH (the simulator refuses only codes it does not know, and
+alarms have none of those), an ``arc_spoilt`` whose bad replies the gateway did not count,
+or a queue left at the end fail the run. The per-path counts (both, MQTT only, DC-09 only),
+the path faults raised, and the alarm latency to the centre (commit to the first ACKed
+arrival, p50/p99, for alarms committed while no fault kept them from it and for all) are
+reported.
 
 ``python -m hw_sim.chaos --duration 600 --seed 7`` prints one summary line and exits 1 on any
 loss (``scripts/chaos`` wraps it). Only loopback, only processes it started, all stopped at
@@ -55,6 +79,7 @@ import math
 import os
 import random
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -70,6 +95,7 @@ from gateway.config import load_config
 from gateway.control import request
 from gateway.errors import GatewayError
 from gateway.service import socket_path
+from hw_sim.arc import ArcReceiver, Mode
 from hw_sim.broker import Mosquitto
 from hw_sim.modem import SimFault, SimModem
 from hw_sim.netfault import NetFault
@@ -136,10 +162,38 @@ MODEM_HOLD_S = ACK_TIMEOUT_S + 60.0
 SMS_UNDER_WAY_S = 10.0
 DUTY_NUMBER = "+8613800138000"
 
+#: The DC-09 path to the simulated receiving centre (hw_sim.arc, pysiaalarm): the account,
+#: one message's wait for its ACK, the longest retry backoff, and how long a path may fail
+#: to deliver before it is a fault (sent on the other path), in seconds.
+ARC_ACCOUNT = "1234"
+DC09_ACK_TIMEOUT_S, DC09_RETRY_MAX_S, PATH_FAIL_S = 1.0, 2.0, 5.0
+#: NULL supervision messages between events, in seconds.
+DC09_SUPERVISION_S = 10.0
+#: Each input's Contact ID zone and the code of its alarm (or tamper), as the receiving
+#: centre must get it (gateway/dc09/contactid.py): 120 panic, 122 silent panic (office),
+#: 121 duress (hall), 144 sensor tamper.
+DC09_ZONES: dict[str, tuple[int, int]] = {
+    "gate-panic": (1, 120), "office-panic": (2, 122), "box-tamper": (3, 144),
+    "hall-panic": (4, 121), "gym-panic": (5, 120),
+}
+DC09_SILENT, DC09_DURESS = ("office-panic",), ("hall-panic",)
+#: How the receiver spoils its answers in `arc_spoilt` (hw_sim.arc modes).
+ARC_SPOILT: tuple[Mode, ...] = ("garbage", "bad_crc", "truncated")
+#: A receiver's de-duplication window: a DC-09 sequence number seen again within this many
+#: messages is a resend (the numbers wrap after gateway.store.paths.MAX_WIRE_SEQ).
+DC09_DEDUP_WINDOW = 4000
+
 #: Faults of a device, not of the path: the uplink stays up while they last.
 DEVICE_FAULTS = frozenset({"modbus_silent", "camera_fail", "modem_fail"})
+#: Faults of the receiving centre alone: the MQTT path stays up while they last.
+ARC_FAULTS = frozenset({"arc_down", "arc_blackhole", "arc_nak", "arc_spoilt"})
+#: Faults that leave the MQTT path up (its latency counts as "link up" during them).
+MQTT_UP_FAULTS = DEVICE_FAULTS | ARC_FAULTS
+#: Faults that keep alarms from the receiving centre (the rest leave the DC-09 path up).
+DC09_DOWN_FAULTS = ARC_FAULTS | {"both_down", "gateway_kill"}
 FAULTS: tuple[str, ...] = ("broker_kill", "blackhole", "cut", "latency", "throttle",
-                           "gateway_kill", "modbus_silent", "camera_fail", "modem_fail")
+                           "gateway_kill", "modbus_silent", "camera_fail", "modem_fail",
+                           "arc_down", "arc_blackhole", "arc_nak", "arc_spoilt", "both_down")
 
 
 @dataclass
@@ -215,6 +269,55 @@ class EscalationTally:
 
 
 @dataclass
+class Dc09Tally:
+    """The alarms the store committed, against what the receiving centre ACKed."""
+
+    alarms: int = 0
+    """Alarms (and tampers) committed: the platform's record of them (it has every one)."""
+    arrived: int = 0
+    """Alarms at the receiving centre: Contact ID new events of the alarm codes, answered
+    ACK, unique by DC-09 sequence number."""
+    copies: int = 0
+    """Messages of those alarms the receiver took in any mode (spoilt answers included)."""
+    resent: int = 0
+    """Copies beyond the first of a sequence number (a resend after a lost ACK)."""
+    lost: list[int] = field(default_factory=list)
+    """Seqs of committed alarms the receiving centre never ACKed (by zone and code, the
+    last ones of their kind, as the path keeps commit order)."""
+    extra: int = 0
+    """Alarms at the centre beyond those committed, by zone and code (an alarm sent again
+    under a new sequence number: the centre would see it twice)."""
+    seq_conflicts: int = 0
+    """Sequence numbers that came back, within the de-duplication window, with other
+    content (a receiver would drop the second as a resend)."""
+    both: int = 0
+    """Alarms on both paths (the platform's record is the MQTT path's)."""
+    mqtt_only: int = 0
+    """Alarms on the MQTT path alone (the `lost` ones)."""
+    dc09_only: int = 0
+    """Alarms at the centre that the platform does not have."""
+    answers: dict[str, int] = field(default_factory=dict)
+    """What the receiver answered, by kind: ACK, NAK, DUH, none, garbage, bad_crc, ..."""
+    spoilt_unnoticed: int = 0
+    """`arc_spoilt` faults whose spoilt answers the gateway counted no bad reply for."""
+    bad_replies: int = 0
+    """Bad replies the gateway counted during the `arc_spoilt` faults (its status)."""
+    path_faults: dict[str, int] = field(default_factory=dict)
+    """`fault` events of the paths themselves (path-mqtt, path-dc09) at the platform."""
+    latency_up_ms: list[float] = field(default_factory=list)
+    """Commit to first ACKed arrival at the centre, alarms committed while no fault kept
+    them from it (DC09_DOWN_FAULTS and their recovery)."""
+    latency_all_ms: list[float] = field(default_factory=list)
+    drained: bool = True
+    """The path's queue was empty at the end."""
+
+    @property
+    def failures(self) -> int:
+        return (len(self.lost) + self.extra + self.seq_conflicts + self.spoilt_unnoticed
+                + self.answers.get("DUH", 0) + (0 if self.drained else 1))
+
+
+@dataclass
 class ChaosResult:
     """What a chaos run counted."""
 
@@ -249,13 +352,15 @@ class ChaosResult:
     """Fault kind -> latency of the alarms committed while it (or its recovery) lasted."""
     snapshots: SnapshotTally = field(default_factory=SnapshotTally)
     escalation: EscalationTally = field(default_factory=EscalationTally)
+    dc09: Dc09Tally = field(default_factory=Dc09Tally)
     drained: bool = True
 
     @property
     def ok(self) -> bool:
         return self.drained and not (self.lost or self.seq_twice or self.gaps
                                      or self.unpaired_faults or self.snapshots.unexplained
-                                     or self.snapshots.extra or self.escalation.failures)
+                                     or self.snapshots.extra or self.escalation.failures
+                                     or self.dc09.failures)
 
     def summary(self) -> str:
         up = sorted(self.alarm_latency_up_ms)
@@ -266,7 +371,11 @@ class ChaosResult:
         worst = " ".join(f"{k}={_pct(v, 100)}" for k, v in sorted(
             self.alarm_latency_fault_ms.items()) if v)
         faults = " ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
-        sn, es = self.snapshots, self.escalation
+        sn, es, dc = self.snapshots, self.escalation, self.dc09
+        dc_up, dc_all = sorted(dc.latency_up_ms), sorted(dc.latency_all_ms)
+        answers = " ".join(f"{k}={v}" for k, v in sorted(dc.answers.items()))
+        path_faults = " ".join(f"{k}={v}" for k, v in sorted(
+            {"path-dc09": 0, "path-mqtt": 0, **dc.path_faults}.items()))
         reasons = " ".join(f"{k}={v}" for k, v in sorted(
             {"no_ack": 0, "uplink_down": 0, **es.reasons}.items()))
         steps = " ".join(f"{k}={v}" for k, v in sorted(
@@ -292,6 +401,15 @@ class ChaosResult:
                 f" sms_failed_modem_ok={len(es.sms_failed_modem_ok)}"
                 f" excused_by_kill={es.excused_by_kill}"
                 f" sms_unconfirmed={len(es.sms_unconfirmed)}]"
+                f" dc09[alarms={dc.alarms} arrived={dc.arrived} lost={len(dc.lost)}"
+                f" extra={dc.extra} seq_conflicts={dc.seq_conflicts} copies={dc.copies}"
+                f" resent={dc.resent} both={dc.both} mqtt_only={dc.mqtt_only}"
+                f" dc09_only={dc.dc09_only} drained={'yes' if dc.drained else 'NO'}"
+                f" answers({answers}) bad_replies={dc.bad_replies}"
+                f" spoilt_unnoticed={dc.spoilt_unnoticed} path_faults({path_faults})"
+                f" latency_arc_up(n={len(dc_up)}) p50={_pct(dc_up, 50)} p99={_pct(dc_up, 99)}"
+                f" max={_pct(dc_up, 100)} ms; all(n={len(dc_all)}) p50={_pct(dc_all, 50)}"
+                f" p99={_pct(dc_all, 99)} max={_pct(dc_all, 100)} ms]"
                 f" alarm_latency_link_up(n={len(up)}) p50={_pct(up, 50)} p99={_pct(up, 99)}"
                 f" max={_pct(up, 100)} ms; during device faults(n={len(device)})"
                 f" p50={_pct(device, 50)} max={_pct(device, 100)} ms, camera_fail(n={len(camera)})"
@@ -306,11 +424,23 @@ def _pct(values: list[float], p: float) -> str:
     return f"{sorted(values)[k]:.0f}"
 
 
+def _key_file(path: Path, text: str) -> Path:
+    """Write a key file readable by its owner only, as the gateway requires of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text + "\n")
+    return path
+
+
 def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
-                 modem_port: str | None = None, command_key: bytes | None = None) -> Path:
+                 modem_port: str | None = None, command_key: bytes | None = None,
+                 arc_port: int | None = None, arc_key: str | None = None) -> Path:
     """The gateway's config: GPIO and Modbus simulators, simulated cameras linked to the
     panic buttons, a small store budget, the broker through the proxy with fast reconnects,
-    and (with `modem_port` and `command_key`) platform commands and escalation by SMS."""
+    (with `modem_port` and `command_key`) platform commands and escalation by SMS, and
+    (with `arc_port` and `arc_key`) the DC-09 path, encrypted, to a receiving centre."""
     lines = ["[gateway]", f'site = "{SITE}"', f'id = "{GATEWAY}"', 'state_dir = "state"',
              'runtime_dir = "run"', "", "[broker]", 'host = "127.0.0.1"',
              f"port = {proxy_port}", "plaintext = true", f"keepalive_s = {keepalive_s}",
@@ -352,13 +482,7 @@ def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
                   f"interval_s = {CAMERA_INTERVAL_S}", "pre_frames = 1", "pre_interval_s = 1",
                   f"timeout_s = {CAMERA_TIMEOUT_S}", "probe_interval_s = 1", "fault_after = 2"]
     if modem_port is not None and command_key is not None:
-        key_file = directory.resolve() / "command.key"
-        directory.mkdir(parents=True, exist_ok=True)
-        # Readable by its owner only, as the gateway requires of a key file.
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(command_key.hex() + "\n")
+        key_file = _key_file(directory.resolve() / "command.key", command_key.hex())
         lines += ["", "[[outputs]]", 'id = "sounder"', 'name = "sounder"', 'location = "chaos"',
                   "gpio = 24",
                   "", "[commands]", f'key_file = "{key_file}"',
@@ -367,6 +491,17 @@ def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
                   f'sms_to = ["{DUTY_NUMBER}"]',
                   "", "[escalation.modem]", f'port = "{modem_port}"', "sms_timeout_s = 5",
                   f"check_interval_s = {MODEM_CHECK_S}"]
+    if arc_port is not None and arc_key is not None:
+        key_file = _key_file(directory.resolve() / "dc09.key", arc_key)
+        zones = ", ".join(f"{p} = {z}" for p, (z, _code) in DC09_ZONES.items())
+        lines += ["", "[paths]", f"path_fail_s = {PATH_FAIL_S}",
+                  "", "[paths.dc09]", 'host = "127.0.0.1"', f"port = {arc_port}",
+                  f'account = "{ARC_ACCOUNT}"', 'receiver = "1"', 'line = "1"',
+                  f'key_file = "{key_file}"', f"ack_timeout_s = {DC09_ACK_TIMEOUT_S}",
+                  f"retry_max_s = {DC09_RETRY_MAX_S}", f"supervision_s = {DC09_SUPERVISION_S}",
+                  f"zones = {{ {zones} }}",
+                  "silent = [" + ", ".join(f'"{p}"' for p in DC09_SILENT) + "]",
+                  "duress = [" + ", ".join(f'"{p}"' for p in DC09_DURESS) + "]"]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -514,6 +649,12 @@ class ChaosRun:
         # The modem is outside the gateway, as a USB modem is: it outlives a SIGKILL.
         self.modem = SimModem(workdir / "modem")
         self.command_key = os.urandom(32)
+        # The receiving centre is outside the gateway too; AES-256 (32 hex characters).
+        self.arc_key = secrets.token_hex(16).upper()
+        self.arc = ArcReceiver({ARC_ACCOUNT: self.arc_key})
+        self.spoilt_faults: list[tuple[int, int]] = []
+        """(spoilt answers the receiver sent, bad replies the gateway counted) of each
+        `arc_spoilt` fault."""
         self.proxy: NetFault | None = None
         self.console: PlatformConsole | None = None
         self.gateway: Gateway | None = None
@@ -524,6 +665,7 @@ class ChaosRun:
         try:
             self.broker.start()
             self.modem.start()
+            self.arc.start()
             self.proxy = NetFault(self.broker.host, self.broker.port).start()
             # The platform acknowledges alarms as soon as they arrive (接警确认): an alarm
             # escalates when the path kept it (or its ack) away too long, or when it is one
@@ -534,7 +676,8 @@ class ChaosRun:
                                            operator="chaos", answer=self._answers)
             self.console.start()
             cfg = write_config(self.workdir / "gw", self.proxy.port, self.keepalive_s,
-                               modem_port=self.modem.port, command_key=self.command_key)
+                               modem_port=self.modem.port, command_key=self.command_key,
+                               arc_port=self.arc.port, arc_key=self.arc_key)
             self.gateway = Gateway(cfg)
             self.gateway.start()
             presser = threading.Thread(target=self._press_loop, name="chaos-presses")
@@ -552,6 +695,7 @@ class ChaosRun:
                 self.console.stop()
             if self.proxy is not None:
                 self.proxy.stop()
+            self.arc.stop()
             self.modem.stop()
             self.broker.stop()
 
@@ -619,6 +763,9 @@ class ChaosRun:
                 # Long enough for the gateway's modem check to see it.
                 length = (self.rng.uniform(*MODEM_SILENT_S) if modem_how == "silent"
                           else max(length, MODEM_CHECK_S + 2.0))
+            elif fault == "both_down":
+                # Long enough that an alarm kept from both paths escalates `uplink_down`.
+                length = max(length, UPLINK_DOWN_S + 2.0)
             if first_deck_done:
                 length = min(length, max(0.0, end - time.monotonic()))
             start = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
@@ -629,6 +776,9 @@ class ChaosRun:
             # A black-holed connection stays dead after the path heals until the gateway's
             # silence check (1.5 x keepalive) gives it up: the link is down until then.
             settle = self.settle_s + (1.5 * self.keepalive_s if fault == "blackhole" else 0.0)
+            if fault in ARC_FAULTS or fault == "both_down":
+                # The DC-09 path retries within retry_max_s and one ack timeout.
+                settle = max(settle, self.settle_s + DC09_RETRY_MAX_S + DC09_ACK_TIMEOUT_S)
             self.windows.append((start, stop + int(settle * 1e9), fault))
 
     def _inject(self, fault: str, length: float, modem_how: SimFault = "silent",
@@ -691,12 +841,61 @@ class ChaosRun:
                 with self._silence_lock:
                     self._silence_from = None
             self.modem.set_fault("none")
+        elif fault == "arc_down":
+            # The receiver has gone: its sockets and every connection closed.
+            self._arc_mode("down", length)
+        elif fault == "arc_blackhole":
+            # It reads every message and answers none.
+            self._arc_mode("silent", length)
+        elif fault == "arc_nak":
+            # It refuses every message (a NAK with its clock).
+            self._arc_mode("nak", length)
+        elif fault == "arc_spoilt":
+            how = self.rng.choice(ARC_SPOILT)
+            before_bad = self._dc09_bad_replies()
+            before_sent = self.arc.answered.get(how, 0)
+            self._arc_mode(how, length)
+            sent = self.arc.answered.get(how, 0) - before_sent
+            bad = self._dc09_bad_replies(above=before_bad if sent else None)
+            self.spoilt_faults.append((sent, max(0, bad - before_bad)))
+        elif fault == "both_down":
+            # Both paths at once (the site's router has gone): the proxy resets MQTT, the
+            # receiver is down.
+            self.proxy.cut()
+            self.arc.mode = "down"
+            self._stop.wait(length)
+            self.arc.mode = "normal"
+            self.proxy.pass_()
         elif fault == "gateway_kill":
             self.kills.append(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
             self.gateway.kill()
             # systemd restarts it (RestartSec is 5 s in production; shortened here).
             self._stop.wait(min(length, 1.0))
             self.gateway.start()
+
+    def _arc_mode(self, mode: Mode, length: float) -> None:
+        """The receiving centre answers in `mode` for `length` seconds, then normally."""
+        self.arc.mode = mode
+        self._stop.wait(length)
+        self.arc.mode = "normal"
+
+    def _dc09_bad_replies(self, above: int | None = None) -> int:
+        """The bad replies the gateway's DC-09 link has counted (its status); with `above`,
+        wait up to two ack timeouts for the count to pass it (the reply of the last attempt
+        under the fault may still be waited for)."""
+        assert self.gateway is not None
+        deadline = time.monotonic() + 2 * DC09_ACK_TIMEOUT_S + 1.0
+        n = 0
+        while True:
+            try:
+                st = self.gateway.control({"cmd": "status"}, timeout=5.0)
+                n = sum(int(v) for v in st["paths"]["dc09"]["bad_replies"].values())
+            except (GatewayError, OSError, KeyError, TypeError) as exc:
+                log.warning("chaos: no DC-09 status: %s", exc)
+            if above is None or n > above or time.monotonic() >= deadline:
+                return n
+            # The gateway is another process: polling its control socket is the only view.
+            time.sleep(0.2)
 
     def _modbus_fault(self, device: str, mode: str) -> None:
         """Make a simulated module misbehave (or mend it); the modules live in the gateway."""
@@ -753,13 +952,17 @@ class ChaosRun:
         # A fault open at a SIGKILL is cleared 60 s after the restart at the latest.
         self._settle(90.0)
         deadline = time.monotonic() + self.drain_timeout_s
-        drained = False
+        drained = dc09_drained = False
         stats: dict[str, Any] = {}
         while time.monotonic() < deadline:
             stats = self.gateway.control({"cmd": "queue", "limit": 1})["stats"]
-            if stats["waiting"] == 0:
-                drained = True
-                break
+            drained = drained or stats["waiting"] == 0
+            if drained:
+                # The DC-09 path's queue: `status`, paths.dc09.queue.waiting.
+                st = self.gateway.control({"cmd": "status"}, timeout=10.0)
+                if st["paths"]["dc09"]["queue"].get("waiting") == 0:
+                    dc09_drained = True
+                    break
             # The outbox lives in another process: its control socket is the only view.
             time.sleep(0.2)
         committed = int(stats.get("next_seq", 1)) - 1
@@ -814,12 +1017,16 @@ class ChaosRun:
             events, first, acked, kills=self.kills,
             sms_texts=[m.text for m in self.modem.messages], ack_timeout_s=ACK_TIMEOUT_S,
             unanswered=unanswered,
-            path_faults=[(s, e) for s, e, k in self.windows if k not in DEVICE_FAULTS],
+            path_faults=[(s, e) for s, e, k in self.windows if k not in MQTT_UP_FAULTS],
             modem_faults=[(s, e) for s, e, k in self.windows if k == "modem_fail"])
         result.seed, result.duration_s = self.seed, self.duration_s
         result.faults, result.presses, result.refused = dict(self.faults), self.presses, \
             self.refused
         result.redelivered, result.drained = console.duplicates, drained
+        result.dc09 = tally_dc09(events, self.arc.events, self.windows,
+                                 answers=dict(self.arc.answered),
+                                 spoilt_faults=self.spoilt_faults)
+        result.dc09.drained = dc09_drained
         return result
 
 
@@ -841,7 +1048,8 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
         first_arrival_ns: event id -> first arrival, CLOCK_BOOTTIME ns.
         windows: (start, end) or (start, end, fault) of each fault and its recovery,
             CLOCK_BOOTTIME ns; an alarm committed in one counts as "link up" only when
-            the fault is a device's (DEVICE_FAULTS), not the path's.
+            the fault is a device's or the receiving centre's (MQTT_UP_FAULTS), not the
+            MQTT path's.
     """
     want = set(range(1, committed + 1))
     by_seq: dict[int, set[str]] = {}
@@ -871,7 +1079,7 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
         during = {kind for s, end, kind in spans if s <= t <= end}
         for kind in during:
             by_fault.setdefault(kind, []).append(ms)
-        if during <= DEVICE_FAULTS:
+        if during <= MQTT_UP_FAULTS:
             up.append(ms)
             worst_up.append((ms, int(e["seq"])))
     return ChaosResult(seed=0, duration_s=0.0, faults={}, presses=0, refused=0,
@@ -882,6 +1090,97 @@ def tally(committed: int, events: list[dict[str, Any]], first_arrival_ns: dict[s
                        alarm_latency_fault_ms=by_fault,
                        device_faults=sum(1 for e in events if e.get("type") == "fault"),
                        unpaired_faults={d: n for d, n in balance.items() if n})
+
+
+#: Contact ID codes of the alarms the chaos inputs raise (DC09_ZONES).
+DC09_ALARM_CODES = frozenset(str(code) for _zone, code in DC09_ZONES.values())
+
+
+def tally_dc09(events: list[dict[str, Any]], arc_events: list[dict[str, Any]],
+               windows: Sequence[tuple[int, int, str]], *,
+               answers: Mapping[str, int] | None = None,
+               spoilt_faults: Sequence[tuple[int, int]] = ()) -> Dc09Tally:
+    """Count the alarms the platform has (every committed one: `tally` checks that) against
+    the alarms the receiving centre ACKed.
+
+    The centre's messages are de-duplicated by DC-09 sequence number, as a receiver does
+    (a resend after a lost ACK carries the same number); an alarm has arrived when one of
+    its copies was answered ACK (mode "normal"). Alarms are matched by zone and Contact ID
+    code (DC09_ZONES): the path sends alarms in commit order, so the k-th alarm of a zone
+    at the centre is the k-th committed; restores, faults and supervision also travel and
+    are left out by their qualifier and code.
+
+    Args:
+        events: the unique events the platform received (one gateway).
+        arc_events: what the receiver took (hw_sim.arc.ArcReceiver.events), oldest first.
+        windows: (start, end, fault) of each fault and its recovery, CLOCK_BOOTTIME ns: an
+            alarm committed in one of DC09_DOWN_FAULTS does not count as "centre up".
+        answers: what the receiver answered, by kind (ArcReceiver.answered).
+        spoilt_faults: (spoilt answers sent, bad replies the gateway counted) per
+            `arc_spoilt` fault.
+    """
+    t = Dc09Tally(answers=dict(answers or {}))
+    t.spoilt_unnoticed = sum(1 for sent, bad in spoilt_faults if sent and not bad)
+    t.bad_replies = sum(bad for _sent, bad in spoilt_faults)
+    alarms = sorted((e for e in events if e.get("type") in ("alarm", "tamper")),
+                    key=lambda e: int(e["seq"]))
+    t.alarms = len(alarms)
+    for e in events:
+        pid = str(e.get("point", {}).get("id"))
+        if e.get("type") == "fault" and pid.startswith("path-"):
+            t.path_faults[pid] = t.path_faults.get(pid, 0) + 1
+    # One entry per message the receiver would keep: [content, first ACKed arrival].
+    entries: list[tuple[tuple[str, str, str], list[int | None]]] = []
+    latest: dict[str, int] = {}
+    """Sequence number -> its latest entry."""
+    for r in arc_events:
+        if r.get("message_type") != "ADM-CID" or r.get("account") != ARC_ACCOUNT:
+            continue
+        content = (str(r.get("event_qualifier")), str(r.get("event_type")), str(r.get("ri")))
+        is_alarm = content[0] == "1" and content[1] in DC09_ALARM_CODES
+        seq = str(r.get("sequence"))
+        acked = r.get("answer") == "normal"
+        at = int(r["arrived_ns"]) if acked else None
+        known = latest.get(seq)
+        if known is not None and len(entries) - known <= DC09_DEDUP_WINDOW:
+            if entries[known][0] != content:
+                t.seq_conflicts += 1
+                log.warning("chaos: DC-09 sequence %s came back as %s, first %s", seq,
+                            content, entries[known][0])
+                continue
+            t.copies += is_alarm
+            t.resent += is_alarm
+            if entries[known][1][0] is None:
+                entries[known][1][0] = at
+            continue
+        latest[seq] = len(entries)
+        entries.append((content, [at]))
+        t.copies += is_alarm
+    arrivals: dict[tuple[int, str], list[int]] = {}
+    for (qualifier, code, ri), (first,) in entries:
+        if qualifier == "1" and code in DC09_ALARM_CODES and first is not None and ri.isdigit():
+            arrivals.setdefault((int(ri), code), []).append(first)
+    t.arrived = sum(len(v) for v in arrivals.values())
+    committed: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for e in alarms:
+        zone, cid = DC09_ZONES.get(str(e.get("point", {}).get("id")), (0, 0))
+        committed.setdefault((zone, str(cid)), []).append(e)
+    down = [(s, end) for s, end, kind in windows if kind in DC09_DOWN_FAULTS]
+    for key in sorted(set(committed) | set(arrivals)):
+        sent, got = committed.get(key, []), sorted(arrivals.get(key, []))
+        matched = min(len(sent), len(got))
+        t.both += matched
+        t.lost += [int(e["seq"]) for e in sent[matched:]]
+        t.extra += len(got) - matched
+        for e, at in zip(sent[:matched], got[:matched], strict=True):
+            mono = int(e["mono_ns"])
+            ms = (at - mono) / 1e6
+            t.latency_all_ms.append(ms)
+            if not any(s <= mono <= end for s, end in down):
+                t.latency_up_ms.append(ms)
+    t.lost.sort()
+    t.mqtt_only, t.dc09_only = len(t.lost), t.extra
+    return t
 
 
 Shot = tuple[str, str, str, int]
@@ -1063,6 +1362,9 @@ def main(argv: list[str] | None = None) -> int:
     if not result.ok:
         if result.lost:
             print(f"lost seqs: {result.lost[:50]}", flush=True)
+        if result.dc09.lost:
+            print(f"alarms the receiving centre never ACKed, seqs: {result.dc09.lost[:50]}",
+                  flush=True)
         if tmp is not None:
             print(f"kept for inspection: {workdir}", flush=True)
             tmp._finalizer.detach()  # type: ignore[attr-defined]

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from hw_sim.chaos import (
+    DC09_DEDUP_WINDOW,
     FAULTS,
     UNANSWERED_SHARE,
     ChaosRun,
     operator_answers,
     tally,
+    tally_dc09,
     tally_escalations,
     tally_snapshots,
 )
@@ -45,7 +47,8 @@ def test_chaos_run_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert sn.delivered >= 50 and sn.evicted >= 1
     assert sn.unexplained == 0 and sn.extra == 0
     assert sn.delivered + sn.failed + sn.missing == sn.expected
-    # Alarms kept from the platform escalated (sounder and SMS); none that had to was missed.
+    # Alarms kept from both paths escalated (sounder and SMS); none that had to was missed.
+    # An alarm the receiving centre ACKed is delivered: only `both_down` makes `uplink_down`.
     es = result.escalation
     assert es.reasons.get("uplink_down", 0) >= 1
     assert es.steps.get("sounder_on", 0) == es.alarms
@@ -57,6 +60,20 @@ def test_chaos_run_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert es.steps.get("sms_failed", 0) >= 1 and es.modem_faults >= 1
     assert es.no_ack_missed == [] and es.no_ack_after_ack == [] and es.incomplete == []
     assert es.sms_failed_modem_ok == [] and es.failures == 0
+    # The second path: every alarm reached the receiving centre and was ACKed, once after
+    # de-duplication by sequence number, through a centre gone, black-holed, refusing and
+    # spoiling its answers; the spoilt answers were counted and the alarms sent again.
+    dc = result.dc09
+    assert dc.drained and dc.alarms >= 50
+    assert dc.lost == [] and dc.extra == 0 and dc.seq_conflicts == 0
+    assert dc.arrived == dc.both == dc.alarms and dc.mqtt_only == dc.dc09_only == 0
+    assert dc.answers.get("NAK", 0) >= 1 and dc.answers.get("none", 0) >= 1
+    assert sum(dc.answers.get(k, 0) for k in ("garbage", "bad_crc", "truncated")) >= 1
+    assert dc.bad_replies >= 1 and dc.spoilt_unnoticed == 0 and dc.answers.get("DUH", 0) == 0
+    assert dc.resent >= 1
+    # Latency of the DC-09 path, with the centre up and for all alarms: reported, not judged.
+    assert len(dc.latency_up_ms) >= 20  # figures, not limits: the summary line has them
+    assert len(dc.latency_all_ms) == dc.alarms
     assert result.ok
 
 
@@ -264,3 +281,72 @@ def test_main_refuses_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None
         main(["--duration", "0"])
     assert exc.value.code == 2
     assert "--duration" in capsys.readouterr().err
+
+
+def _arc(seq: int, cid: str, zone: int, at_ns: int, answer: str = "normal", *,
+         message_type: str = "ADM-CID") -> dict[str, object]:
+    """What the receiving centre recorded of one message: `cid` is qualifier and code."""
+    return {"account": "1234", "sequence": f"{seq:04d}", "event_qualifier": cid[0],
+            "event_type": cid[1:], "ri": f"{zone:03d}", "message_type": message_type,
+            "answer": answer, "arrived_ns": at_ns}
+
+
+def _pressed(seq: int, eid: str, point: str, mono_ns: int, etype: str = "alarm"
+             ) -> dict[str, object]:
+    return {**_event(seq, eid, etype, mono_ns=mono_ns), "point": {"id": point}}
+
+
+def test_the_dc09_tally_finds_every_alarm_at_the_centre_once() -> None:
+    events = [_pressed(1, "a", "gate-panic", 10 * S), _pressed(2, "b", "gate-panic", 11 * S,
+                                                               "restore"),
+              _pressed(3, "c", "box-tamper", 20 * S, "tamper"),
+              _pressed(4, "d", "office-panic", 30 * S), _pressed(5, "e", "gate-panic", 40 * S)]
+    arc = [_arc(1, "1120", 1, 10 * S + 20_000_000),
+           _arc(2, "3120", 1, 11 * S + 9_000_000),            # a restore: not an alarm
+           _arc(3, "1144", 3, 20 * S + 5_000_000, "silent"),  # taken, never answered...
+           _arc(3, "1144", 3, 22 * S),                        # ...and resent: ACKed
+           _arc(9001, "1602", 0, 25 * S, message_type="NULL"),
+           _arc(4, "1122", 2, 30 * S + 8_000_000),
+           _arc(5, "1120", 1, 40 * S + 7_000_000),
+           _arc(5, "1120", 1, 40 * S + 9_000_000)]            # its ACK lost at a kill
+    t = tally_dc09(events, arc, [(19 * S, 23 * S, "arc_blackhole"),
+                                 (29 * S, 31 * S, "cut")], answers={"ACK": 6, "none": 1})
+    assert (t.alarms, t.arrived, t.both, t.copies, t.resent) == (4, 4, 4, 6, 2)
+    assert t.lost == [] and t.extra == 0 and t.seq_conflicts == 0 and t.failures == 0
+    # Latency to the first ACKed copy; the alarm held by the black hole is not "centre up",
+    # the one during an MQTT cut is (the DC-09 path does not wait for MQTT).
+    assert sorted(t.latency_all_ms) == [7.0, 8.0, 20.0, 2000.0]
+    assert sorted(t.latency_up_ms) == [7.0, 8.0, 20.0]
+    result = tally(5, events, {}, windows=[])
+    result.dc09 = t
+    assert result.ok and "dc09[alarms=4 arrived=4 lost=0 extra=0" in result.summary()
+
+
+def test_the_dc09_tally_catches_a_lost_alarm_a_new_sequence_and_a_reused_one() -> None:
+    events = [_pressed(1, "a", "hall-panic", 10 * S), _pressed(2, "b", "hall-panic", 20 * S),
+              _pressed(3, "c", "gym-panic", 30 * S)]
+    # b only ever met a black hole (never ACKed); c went out twice under two numbers.
+    arc = [_arc(1, "1121", 4, 10 * S + S // 100), _arc(2, "1121", 4, 20 * S, "silent"),
+           _arc(3, "1120", 5, 30 * S), _arc(4, "1120", 5, 31 * S)]
+    t = tally_dc09(events, arc, [])
+    assert t.lost == [2] and t.mqtt_only == 1
+    assert t.extra == 1 and t.dc09_only == 1 and t.failures == 2
+    # A sequence number back with another content is one a receiver would drop.
+    reused = tally_dc09(events[:1], [_arc(1, "1121", 4, 10 * S), _arc(1, "3121", 4, 11 * S)],
+                        [])
+    assert reused.seq_conflicts == 1 and reused.failures == 1
+    # ...unless the numbers have gone round since (a receiver's window is that long).
+    far = [_arc(1, "1121", 4, 10 * S)] + [_arc(n, "1602", 0, 10 * S)
+                                          for n in range(2, DC09_DEDUP_WINDOW + 3)]
+    assert tally_dc09(events[:1], [*far, _arc(1, "3121", 4, 12 * S)], []).seq_conflicts == 0
+
+
+def test_a_duh_a_spoilt_answer_unnoticed_or_a_queue_left_fail_the_dc09_path() -> None:
+    events = [_pressed(1, "a", "gate-panic", 10 * S)]
+    arc = [_arc(1, "1120", 1, 10 * S)]
+    assert tally_dc09(events, arc, [], answers={"ACK": 1, "DUH": 1}).failures == 1
+    spoilt = tally_dc09(events, arc, [], spoilt_faults=[(3, 3), (2, 0), (0, 0)])
+    assert spoilt.spoilt_unnoticed == 1 and spoilt.bad_replies == 3 and spoilt.failures == 1
+    left = tally_dc09(events, arc, [])
+    left.drained = False
+    assert left.failures == 1
