@@ -75,13 +75,26 @@ class FrameError(Dc09FrameError):
         super().__init__(reason, message, frame)
 
 
-def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC (poly 0x8005 reflected, init 0, no final xor) of `data`."""
+def _crc16_arc_bitwise(data: bytes) -> int:
+    """CRC-16/ARC bit by bit: the definition, from which the table is made (and tested)."""
     crc = 0
     for byte in data:
         crc ^= byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+_CRC_TABLE = tuple(_crc16_arc_bitwise(bytes([n])) for n in range(256))
+
+
+def crc16_arc(data: bytes) -> int:
+    """CRC-16/ARC (poly 0x8005 reflected, init 0, no final xor) of `data`, a byte at a
+    time from a table (eight times faster than bit by bit: it is on every alarm's path)."""
+    crc = 0
+    table = _CRC_TABLE
+    for byte in data:
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc
 
 
@@ -173,8 +186,13 @@ def decrypt_hex(key: bytes, hex_text: str) -> str:
     return (dec.update(data) + dec.finalize()).decode("ascii", errors="replace")
 
 
+#: Random bytes -> pad characters (the 256 byte values spread over PAD_ALPHABET: the pad
+#: hides nothing, it only has to be printable and free of the separators).
+_PAD_TABLE = bytes(ord(PAD_ALPHABET[n % len(PAD_ALPHABET)]) for n in range(256))
+
+
 def _pad(length: int) -> str:
-    return "".join(secrets.choice(PAD_ALPHABET) for _ in range(length))
+    return secrets.token_bytes(length).translate(_PAD_TABLE).decode("ascii")
 
 
 def frame_body(body: str) -> bytes:
@@ -293,6 +311,11 @@ def parse_reply(frame: bytes, ident: Identity) -> Reply:
         if "]" not in rest:
             raise FrameError("decrypt", "the decrypted part has no ']' (wrong key?)", frame)
         rest = rest[rest.index("]"):]
+        try:
+            _parse_stamp(rest[rest.rindex("]") + 1:], frame)
+        except FrameError as exc:  # a wrong key's noise can hold a "]" by chance
+            raise FrameError("decrypt", f"the decrypted part is not '<pad>]_timestamp'"
+                             f" (wrong key?): {exc}", frame) from exc
     elif "]" not in rest:
         raise FrameError("malformed", f"no ']' in {text[:60]!r}", frame)
     stamp = _parse_stamp(rest[rest.rindex("]") + 1:], frame)

@@ -202,7 +202,8 @@ class Service:
             # Before the inputs: a button latched at start goes out on both paths.
             self.second = SecondPath(cfg, self.outbox, on_delivered=self._dc09_delivered)
             self.second.start(self.uplink, self.engine.door)
-            self.add_listener(self.second.on_committed, before_uplink=True)
+            # After the uplink's wake: MQTT takes the alarm first, DC-09 right after.
+            self.add_listener(self.second.on_committed)
         # Cameras before inputs: a button latched at start gets its pictures too.
         self.add_listener(self.cameras.on_committed)
         self.control_commands.update(self.cameras.control_commands())

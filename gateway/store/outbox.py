@@ -875,11 +875,18 @@ class Outbox:
 
     def path_take(self, path: str, limit: int, skip: set[int]) -> list[PathRow]:
         """The next `limit` events `path` is to send (alarms first, then in commit order),
-        passing over the queue rows in `skip`; each gets its wire sequence number, written
-        once, at its first take (gateway.store.paths)."""
+        passing over the queue rows in `skip`, each with the wire sequence number it was
+        given when committed (gateway.store.paths). A read: no write transaction, so the
+        uplink's take of the same alarm never waits for one."""
         try:
+            with self._open_db() as db:
+                rows = path_queue.next_rows(db, path, limit, skip, allocate=False)
+            if rows is not None:
+                return rows
             with self._txn("NORMAL") as db:
-                return path_queue.next_rows(db, path, limit, skip)
+                rows = path_queue.next_rows(db, path, limit, skip)
+                assert rows is not None
+                return rows
         except sqlite3.Error as exc:
             if _is_full(exc):
                 self._no_room("a second path's sequence numbers", exc)

@@ -9,11 +9,12 @@ eviction while any path still has it queued: an event leaves the disk only when 
 that must carry it has it.
 
 A queue row carries the path's own sequence number for the event (`wire_seq`, DC-09's
-0001-9999), fixed at its first send and kept across restarts: a receiver that got the
-message but whose ACK was lost sees the retry under the same number and de-duplicates it.
-Nothing else of a path's delivery is on disk: which row is in flight is the path thread's
-memory (at a restart everything not acknowledged is sent again), so a send costs no write
-but the first one's number, and an ACK one delete (gateway.store.schema, version 4).
+0001-8999), given in the transaction that queues it and kept across restarts: a receiver
+that got the message but whose ACK was lost sees the retry under the same number and
+de-duplicates it. Nothing else of a path's delivery is on disk: which row is in flight is
+the path thread's memory (at a restart everything not acknowledged is sent again), so a
+take is a read, a send costs no write, and an ACK one delete (gateway.store.schema,
+version 4).
 """
 
 from __future__ import annotations
@@ -61,15 +62,20 @@ class PathQueueStats:
 
 
 def enqueue(db: sqlite3.Connection, path: str, outbox_row: int) -> None:
-    """Queue the event at `outbox_row` for `path`, inside the caller's transaction."""
-    db.execute("INSERT OR IGNORE INTO path_queue (path, outbox_row) VALUES (?, ?)",
-               (path, outbox_row))
+    """Queue the event at `outbox_row` for `path`, with its wire sequence number, inside
+    the caller's transaction (the one that commits the event)."""
+    db.execute("INSERT OR IGNORE INTO path_queue (path, outbox_row, wire_seq) VALUES (?, ?, ?)",
+               (path, outbox_row, _allocate_wire_seq(db, path)))
 
 
-def next_rows(db: sqlite3.Connection, path: str, limit: int, skip: set[int]) -> list[PathRow]:
+def next_rows(db: sqlite3.Connection, path: str, limit: int, skip: set[int], *,
+              allocate: bool = True) -> list[PathRow] | None:
     """The next rows `path` is to send, alarms first, then in commit order; rows in `skip`
-    (in flight, or delivered with the deletion still to be written) are passed over. Rows
-    without a wire number get one (the caller's transaction must be open)."""
+    (in flight, or delivered with the deletion still to be written) are passed over.
+
+    A row without a wire number (queued by a build that numbered at the first send) gets
+    one when `allocate` (the caller's write transaction must be open); without `allocate`
+    such a row makes the answer None: take again in a transaction."""
     rows = db.execute(
         "SELECT q.rowid, q.outbox_row, o.seq, o.event_id, o.event_type, o.payload, q.wire_seq,"
         " o.mono_ns, o.boot_id, o.created_at FROM path_queue q JOIN outbox o ON"
@@ -81,6 +87,8 @@ def next_rows(db: sqlite3.Connection, path: str, limit: int, skip: set[int]) -> 
             continue
         wire = r[6]
         if wire is None:
+            if not allocate:
+                return None
             wire = _allocate_wire_seq(db, path)
             db.execute("UPDATE path_queue SET wire_seq=? WHERE rowid=?", (wire, r[0]))
         found.append(PathRow(rowid=r[0], outbox_row=r[1], seq=r[2], event_id=r[3],
