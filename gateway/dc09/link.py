@@ -86,6 +86,11 @@ class Dc09Link:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # One selector for the link's life (the wake pipe always, the socket while open):
+        # a new one per wait cost four system calls on every alarm's path.
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._sel_events = 0
 
     @property
     def where(self) -> str:
@@ -112,6 +117,7 @@ class Dc09Link:
         self._drop()
         with self._lock:
             self._aborted = True
+            self._sel.close()
             for fd in (self._wake_r, self._wake_w):
                 if fd >= 0:
                     os.close(fd)
@@ -119,6 +125,10 @@ class Dc09Link:
 
     def _drop(self) -> None:
         if self._sock is not None:
+            if self._sel_events:
+                with contextlib.suppress(KeyError, ValueError, RuntimeError):
+                    self._sel.unregister(self._sock)
+                self._sel_events = 0
             self._sock.close()
             self._sock = None
         self._buffer.clear()
@@ -182,29 +192,32 @@ class Dc09Link:
             hint = "check the network and the receiver's address and port"
         return f"{self.where}: {what}; {hint}"
 
-    def _selector(self, events: int) -> selectors.DefaultSelector:
-        sel = selectors.DefaultSelector()
+    def _watch(self, events: int) -> None:
+        """Have the selector watch the open socket for `events`."""
         assert self._sock is not None
-        sel.register(self._sock, events, "sock")
-        if self._wake_r >= 0:
-            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        return sel
+        if self._sel_events == events:
+            return
+        if self._sel_events:
+            self._sel.modify(self._sock, events, "sock")
+        else:
+            self._sel.register(self._sock, events, "sock")
+        self._sel_events = events
 
     def _wait(self, events: int, deadline: float) -> bool:
         """Wait for the socket to be ready for `events` until `deadline`; False on timeout.
         Raises _Aborted when `abort` was called."""
         if self._aborted:
             raise _Aborted
-        with self._selector(events) as sel:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                ready = sel.select(left)
-                if any(key.data == "wake" for key, _ in ready) or self._aborted:
-                    raise _Aborted
-                if ready:
-                    return True
+        self._watch(events)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ready = self._sel.select(left)
+            if any(key.data == "wake" for key, _ in ready) or self._aborted:
+                raise _Aborted
+            if ready:
+                return True
 
     def _connect(self, deadline: float) -> None:
         kind = socket.SOCK_STREAM if self.transport == "tcp" else socket.SOCK_DGRAM
