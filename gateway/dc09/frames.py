@@ -164,7 +164,8 @@ class Reply:
 def _timestamp(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError("a DC-09 timestamp needs an aware datetime (UTC)")
-    return "_" + when.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+    t = when.astimezone(UTC)
+    return f"_{t.hour:02d}:{t.minute:02d}:{t.second:02d},{t.month:02d}-{t.day:02d}-{t.year:04d}"
 
 
 def _aes(key: bytes) -> Cipher[modes.CBC]:
@@ -241,8 +242,10 @@ def _parse_stamp(text: str, frame: bytes) -> datetime | None:
     if m is None:
         raise FrameError("malformed", f"timestamp {text!r} is not _HH:MM:SS,MM-DD-YYYY",
                          frame)
+    ts = m["ts"]  # HH:MM:SS,MM-DD-YYYY, digits where the pattern says (strptime is slow)
     try:
-        return datetime.strptime(m["ts"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        return datetime(int(ts[15:19]), int(ts[9:11]), int(ts[12:14]), int(ts[0:2]),
+                        int(ts[3:5]), int(ts[6:8]), tzinfo=UTC)
     except ValueError as exc:
         raise FrameError("malformed", f"timestamp {m['ts']!r}: {exc}", frame) from exc
 
