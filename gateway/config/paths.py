@@ -187,6 +187,9 @@ def parse_paths(root: TomlTable, point_ids: list[str], panic_ids: list[str],
         if dc09.role == mqtt_role:
             raise dc09_t.error("role", f"is {dc09.role!r}, as is paths.mqtt.role: one path is"
                                " the primary, the other the secondary")
+    elif mqtt_role == "secondary":
+        raise t.error("mqtt", "role = \"secondary\", but MQTT is the only path: a secondary"
+                      " needs a primary; configure [paths.dc09] or leave the role out")
     elif ats is not None and ats.startswith("DP"):
         raise t.error("ats", f"{ats} is a dual-path category: configure the second path"
                       " in [paths.dc09], or name a single-path category (SP1-SP6)")
@@ -199,6 +202,13 @@ def parse_paths(root: TomlTable, point_ids: list[str], panic_ids: list[str],
                           f" {need / POLLS_PER_REPORTING_TIME:g}")
     t.done()
     return PathSettings(ats=ats, path_fail_s=path_fail_s, mqtt_role=mqtt_role, dc09=dc09)
+
+
+def _supervision(t: TomlTable) -> Literal["null", "602"]:
+    value = t.raw("supervision", False)
+    if value == 602 and not isinstance(value, bool):
+        return "602"  # supervision = 602 written without quotes: the code, as meant
+    return t.choice("supervision", ("null", "602"), "null")
 
 
 def _hex_text(t: TomlTable, name: str, lo: int, hi: int, *, default: str | None = None,
@@ -260,7 +270,7 @@ def _parse_dc09(t: TomlTable, ats: str | None, default_role: Role, point_ids: li
         host=host, port=port, transport=transport, account=account, line=line,
         receiver=receiver, key=key, key_file=key_file, role=role, carries=carries,
         supervision_s=supervision_s, supervision_failover_s=min(supervision_s, failover),
-        supervision=t.choice("supervision", ("null", "602"), "null"),
+        supervision=_supervision(t),
         ack_timeout_s=t.number("ack_timeout_s", 5.0, min=0.2, max=60.0),
         retry_max_s=t.number("retry_max_s", 30.0, min=1.0, max=600.0),
         partition=t.integer("partition", 1, min=1, max=99),

@@ -213,6 +213,26 @@ def test_two_paths_of_the_same_role_are_refused(tmp_path: Path, role: str) -> No
             "as is paths.mqtt.role", "one path is the primary, the other the secondary")
 
 
+def test_mqtt_as_the_secondary_of_no_primary_is_refused(tmp_path: Path) -> None:
+    refused(write(tmp_path, dc09={}, mqtt={"role": "secondary"}), "paths.mqtt",
+            "MQTT is the only path", "configure [paths.dc09] or leave the role out")
+
+
+@pytest.mark.parametrize(("given", "meant"), [('"602"', "602"), ("602", "602"),
+                                              ('"null"', "null")])
+def test_supervision_602_may_be_written_with_or_without_quotes(
+        tmp_path: Path, given: str, meant: str) -> None:
+    path = write(tmp_path)
+    path.write_text(path.read_text(encoding="utf-8") + f"supervision = {given}\n",
+                    encoding="utf-8")
+    d = load_config(path).paths.dc09
+    assert d is not None and d.supervision == meant
+
+
+def test_supervision_other_than_null_or_602_is_refused(tmp_path: Path) -> None:
+    refused(write(tmp_path, supervision="601"), "paths.dc09.supervision", "'601'")
+
+
 def test_dc09_takes_the_role_mqtt_leaves(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, mqtt={"role": "secondary"}))
     assert cfg.paths.mqtt_role == "secondary"
