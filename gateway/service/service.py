@@ -45,7 +45,6 @@ from gateway.police.drills import DrillLog
 from gateway.police.escalation import Escalation
 from gateway.service.paths import LOCK_NAME, lock_path, socket_path, store_path
 from gateway.service.police import PoliceLoop
-from gateway.service.second_path import SecondPath, path_routes
 from gateway.service.status import (
     clock_info,
     disk_free,
@@ -68,7 +67,20 @@ if TYPE_CHECKING:
     # without them about 0.1 s of its start (docs/performance.md, section 12).
     from gateway.drivers.modbus import ModbusInputs
 
+    # Imported when a config has [paths.dc09]: the DC-09 path and its AES (cryptography)
+    # cost a gateway without it about 35 ms of its start.
+    from gateway.service.second_path import SecondPath
+
 log = logging.getLogger(__name__)
+
+def _second_path_routes(config: Config) -> dict[str, frozenset[str]]:
+    """The event types each second path carries, for the Outbox (none without DC-09)."""
+    if config.paths.dc09 is None:
+        return {}
+    from gateway.service.second_path import path_routes
+
+    return path_routes(config)
+
 
 class Service:
     """One running gateway."""
@@ -89,7 +101,7 @@ class Service:
         self.outbox = Outbox(store_path(config), max_bytes=config.store.max_bytes,
                              keep_acked=config.store.keep_acked,
                              reserve_bytes=config.store.reserve_bytes,
-                             paths=path_routes(config))
+                             paths=_second_path_routes(config))
         self.pin_factory = pin_factory
         self._lock_fd: int | None = None
         self.engine: Engine | None = None
@@ -199,6 +211,8 @@ class Service:
                              on_fault=self.engine.door)
         self.uplink.start()
         if cfg.paths.dc09 is not None:
+            from gateway.service.second_path import SecondPath
+
             # Before the inputs: a button latched at start goes out on both paths.
             self.second = SecondPath(cfg, self.outbox, on_delivered=self._dc09_delivered)
             self.second.start(self.uplink, self.engine.door)
