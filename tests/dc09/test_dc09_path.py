@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from gw import InProcessGateway, write_config
 
 from gateway.dc09.path import PATH
+from gateway.uplink.protocol import load_schema
 from hw_sim.arc import ArcReceiver
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
@@ -106,6 +108,11 @@ def test_broker_down_alarms_reach_the_centre_with_a_path_fault_then_the_platform
         assert console.gaps() == {}
         faults = [e for e in console.events_of("fault") if e["point"]["id"] == "path-mqtt"]
         assert len(faults) == 1
+        cleared = [e for e in console.events_of("fault_cleared")
+                   if e["point"]["id"] == "path-mqtt"]
+        for doc in faults + cleared:  # the platform's contract holds for path faults too
+            jsonschema.validate(doc, load_schema("event"),
+                                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 def test_receiver_down_the_platform_still_gets_alarms_and_the_backlog_follows_in_order(
