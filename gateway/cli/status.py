@@ -88,9 +88,36 @@ def offline_status(config: Config, error: str) -> dict[str, Any]:
          "source": m.source, "active": None} for m in config.modbus.points]  # GPIO, Modbus
     doc["outputs"] = []
     doc["faults"] = None
+    doc["inspection"] = _offline_untested(config)
     doc["versions"] = versions()
     doc["systemd_unit"] = systemd_unit_state()
     return doc
+
+
+def _offline_untested(config: Config) -> dict[str, Any]:
+    """The points not proven for more than max_untested_days, from the store's record and
+    the clocks now: as the running service would compute them (gateway.inspection)."""
+    from gateway.events import Point
+    from gateway.inspection.record import untested
+    from gateway.service import store_path
+    from gateway.store import read_proven_offline
+
+    max_days = config.inspection.max_untested_days
+    out: dict[str, Any] = {"window": None, "untested": None, "max_untested_days": max_days,
+                           "error": None}
+    points = [Point(i.id, i.name, i.location, i.kind, i.source) for i in config.inputs] + [
+        Point(p.id, p.name, p.location, p.kind, p.source) for p in config.modbus.points]
+    try:
+        records = read_proven_offline(store_path(config))
+    except GatewayError as exc:
+        out["error"] = str(exc)
+        return out
+    clock = Clock(config.clock.sync_source)
+    wall, mono = clock.now()
+    out["untested"] = untested(records, [p for p in points if p.kind in ("panic", "tamper")],
+                               wall_ns=wall, mono_ns=mono, boot_id=clock.boot_id,
+                               synced=clock.is_synced(), max_days=max_days)
+    return out
 
 
 # -- text --------------------------------------------------------------------------------
@@ -424,6 +451,11 @@ def render_offline(st: dict[str, Any]) -> list[str]:
     ids = ", ".join(p["id"] for p in st["inputs"])
     lines.append(f"inputs:  not read while the service is down ({len(st['inputs'])} configured:"
                  f" {ids})")
+    insp = st.get("inspection") or {}
+    if insp.get("untested") is not None:
+        lines += untested_lines(insp["untested"], float(insp.get("max_untested_days") or 0))
+    elif insp.get("error"):
+        lines.append(f"untested: cannot read the maintenance record: {insp['error']}")
     lines.append("start it with: systemctl start alarmgw; why it stopped: alarmgw logs")
     return lines
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from gateway.store.offline import (
     read_drills_offline,
     read_inspections_offline,
+    read_proven_offline,
     read_queue_offline,
 )
 from gateway.store.outbox import OVERLAY_WARN, PROTECT_UNANSWERED, PRUNE_BATCH, Outbox
@@ -57,5 +58,6 @@ __all__ = [
     "StoreWrite",
     "read_drills_offline",
     "read_inspections_offline",
+    "read_proven_offline",
     "read_queue_offline",
 ]

@@ -51,6 +51,18 @@ def read_queue_offline(path: Path, limit: int = 100) -> tuple[QueueStats, list[d
     return _read_offline(path, lambda db: (queue_stats(db, 0, 0, 0), waiting_rows(db, limit)))
 
 
+def read_proven_offline(path: Path) -> dict[str, dict[str, Any]]:
+    """Point id -> its proven record (gateway.inspection.record), from a store whose service
+    is not running; none in a file an older alarmgw wrote."""
+
+    def read(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name='proven'").fetchone() is None:
+            return {}
+        return inspections.proven(db)
+
+    return _read_offline(path, read)
+
+
 def read_inspections_offline(path: Path, limit: int = 20) -> list[dict[str, Any]]:
     """The inspection windows (latest first) of a store whose service is not running; none
     in a file an older alarmgw wrote, which has no inspection table yet."""
