@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from gw import persistent_broker_conf, wait_broker_saved
+from gw import ARC_ACCOUNT, ARC_KEY, persistent_broker_conf, wait_broker_saved
 from pki import Pki, make_pki
 
+from hw_sim.arc import ArcReceiver
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
@@ -191,3 +192,11 @@ def persistent(tmp_path: Path) -> Iterator[tuple[Mosquitto, PlatformConsole]]:
     finally:
         c.stop()
         broker.stop()
+
+
+@pytest.fixture
+def arc() -> Iterator[ArcReceiver]:
+    """An alarm-receiving centre (DC-09, pysiaalarm) on loopback that knows account
+    ARC_ACCOUNT with key ARC_KEY (tests/gw.py)."""
+    with ArcReceiver({ARC_ACCOUNT: ARC_KEY}) as receiver:
+        yield receiver

@@ -212,6 +212,8 @@ def wait_broker_saved(directory: Path, since_ns: int, timeout: float = 10.0) -> 
 
 #: The command key and duty number of `escalation_config`.
 ESCALATION_KEY = bytes(range(32))
+#: The account and AES key the `arc` fixture's receiving centre knows (tests/conftest.py).
+ARC_ACCOUNT, ARC_KEY = "1234", "0123456789ABCDEF"
 DUTY_NUMBER = "+8613800138000"
 
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gateway import __version__
@@ -155,6 +157,19 @@ def has_row_clocks(db: sqlite3.Connection) -> bool:
     return version >= 2
 
 
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """One migration step: all of it or none (BEGIN IMMEDIATE, COMMIT or ROLLBACK)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
 def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
     """Set a fresh writing connection to the store's pragmas and make sure of its tables
     and schema version, migrating a file of an older version; `path`: the database file
@@ -192,17 +207,11 @@ def prepare(db: sqlite3.Connection, path: Path, *, reserve_bytes: int) -> None:
         db.executescript(";\n".join(_TABLES))
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(db):
         _migrate_v1(db, path)
         for ddl in _TABLES:
             db.execute(ddl)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     # The migration's WAL is as large as the rows it moved: put it into the database and
     # give its space back to the filesystem, once.
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -253,16 +262,10 @@ def _outbox_is_v1(db: sqlite3.Connection) -> bool:
 def _add_tables(db: sqlite3.Connection, path: Path, version: int) -> None:
     """Bring a version 2 or 3 file to 4: the tables the later versions added are created,
     nothing is rewritten."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(db):
         for ddl in (*_V3_TABLES, *_V4_TABLES):
             db.execute(ddl)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     log.info("store %s: migrated from schema version %d to %d (tables added: %s)", path,
              version, SCHEMA_VERSION, "inspections, path queue" if version == 2 else "path queue")
 

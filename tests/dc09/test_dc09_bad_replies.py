@@ -5,13 +5,13 @@ reaches the centre once the receiver answers properly again."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gw import InProcessGateway
-from test_dc09_path import KEY, dc09_config
+from test_dc09_path import dc09_config
 
 from hw_sim.arc import ArcReceiver, Mode
 from hw_sim.broker import Mosquitto
@@ -19,11 +19,6 @@ from hw_sim.platform import PlatformConsole
 
 WAIT = 15.0
 
-
-@pytest.fixture
-def arc() -> Iterator[ArcReceiver]:
-    with ArcReceiver({"1234": KEY}) as receiver:
-        yield receiver
 
 
 # Which of the path's bad-reply counters each spoilt answer must raise.

@@ -5,12 +5,11 @@ round trip, queue, next supervision message) and `alarmgw test-alarm --path dc09
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gw import InProcessGateway
-from test_dc09_path import KEY, dc09_config
+from test_dc09_path import dc09_config
 
 from gateway.cli.program import main
 from hw_sim.arc import ArcReceiver
@@ -19,11 +18,6 @@ from hw_sim.platform import PlatformConsole
 
 WAIT = 15.0
 
-
-@pytest.fixture
-def arc() -> Iterator[ArcReceiver]:
-    with ArcReceiver({"1234": KEY}) as receiver:
-        yield receiver
 
 
 def test_status_shows_both_paths_and_test_alarm_proves_the_dc09_one(

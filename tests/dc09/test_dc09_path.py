@@ -5,13 +5,11 @@ backlog follows when it returns, in order, each event once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
-from gw import InProcessGateway, write_config
+from gw import ARC_KEY, InProcessGateway, write_config
 
 from gateway.dc09.path import PATH
 from gateway.uplink.protocol import load_schema
@@ -20,7 +18,7 @@ from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
 WAIT = 15.0
-KEY = "0123456789ABCDEF"
+KEY = ARC_KEY
 GW = "test-school/gw-test"
 
 
@@ -41,11 +39,6 @@ def dc09_config(tmp_path: Path, broker_port: int, arc_port: int, *, key: bool = 
         f.write("\n".join(lines) + "\n" + extra)
     return cfg
 
-
-@pytest.fixture
-def arc() -> Iterator[ArcReceiver]:
-    with ArcReceiver({"1234": KEY}) as receiver:
-        yield receiver
 
 
 def cid(e: dict[str, Any]) -> str:

@@ -8,13 +8,12 @@ restart is the same message to the receiver; the platform de-duplicates by event
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from gw import GatewayProcess
-from test_dc09_path import GW, KEY, dc09_config
+from test_dc09_path import GW, dc09_config
 
 from hw_sim.arc import ArcReceiver
 from hw_sim.broker import Mosquitto
@@ -22,11 +21,6 @@ from hw_sim.platform import PlatformConsole
 
 WAIT = 20.0
 
-
-@pytest.fixture
-def arc() -> Iterator[ArcReceiver]:
-    with ArcReceiver({"1234": KEY}) as receiver:
-        yield receiver
 
 
 def wait_status(gw: GatewayProcess, predicate: Callable[[dict[str, Any]], bool],
