@@ -91,6 +91,12 @@ def hints(cfg: Config) -> list[str]:
                    " Allow them with `sudo systemctl edit alarmgw`, adding:\n[Service]\n"
                    f"{NETLINK_DROP_IN}\nthen `sudo systemctl restart alarmgw`"
                    " (docs/operations.md, \"A Pi camera\")")
+    dc09 = cfg.paths.dc09
+    if dc09 is not None and dc09.key is None:
+        out.append(f"paths.dc09 has no key_file: the messages to {dc09.endpoint} travel"
+                   " unencrypted, and anyone on the way can read them or forge an account's"
+                   f" events. Ask the receiving centre for account {dc09.account}'s AES key"
+                   " and name its file with key_file (docs/protocol/dc09.md, \"The key\")")
     return out
 
 

@@ -109,6 +109,10 @@ class Dc09Path:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
+        s = self.settings
+        if s.key is None:
+            log.warning("DC-09 path to %s: no key_file, messages go unencrypted (anyone on"
+                        " the way can read or forge them); see alarmgw check-config", s.endpoint)
         self._thread = threading.Thread(target=self._run, name="dc09-path", daemon=True)
         self._thread.start()
 

@@ -121,3 +121,15 @@ def test_a_bad_paths_key_exits_2_naming_it_and_never_the_key(tmp_path: Path) -> 
     assert res.returncode == 2, res.stdout
     assert "paths.ats: SP6 asks the MQTT path (primary) to be reported within 20 s" in res.stderr
     assert "set health.interval_s to at most 10" in res.stderr
+
+
+def test_check_config_warns_of_a_dc09_path_without_encryption(tmp_path: Path) -> None:
+    assert "unencrypted" not in check(config_with_dc09(tmp_path / "aes"))
+    config = config_with_dc09(tmp_path / "plain")
+    text = config.read_text(encoding="utf-8")
+    config.write_text("\n".join(line for line in text.splitlines()
+                                if not line.startswith("key_file")) + "\n", encoding="utf-8")
+    out = check(config)  # still valid: some centres take plain messages on a private line
+    assert "hint      paths.dc09 has no key_file" in out and "unencrypted" in out
+    assert "account 1234's AES key" in out
+    assert any("no key_file" in h for h in check_json(config)["hints"])
