@@ -93,7 +93,7 @@ from gateway.dc09.path import Dc09Path
 from gateway.service import Service
 from gateway.store import Outbox
 from gateway.store.paths import PathRow
-from hw_sim.arc import ArcReceiver
+from hw_sim.arc import ArcReceiver, write_key_file
 from hw_sim.broker import Mosquitto
 from hw_sim.gpio import SimPanel
 
@@ -127,9 +127,7 @@ def gateway_config(tmp: Path, broker_port: int, arc_port: int, *, dc09: bool, tr
              f'receiver = "{RECEIVER}"', f'line = "{LINE}"', "supervision_s = 3600",
              f"partition = {PARTITION}", f"zones = {{ {zones} }}"]
     if key:
-        key_file = tmp / "dc09.key"
-        key_file.write_text(KEY_TEXT + "\n", encoding="ascii")
-        key_file.chmod(0o600)
+        key_file = write_key_file(tmp / "dc09.key", KEY_TEXT)
         lines.append(f'key_file = "{key_file}"')
     with cfg.open("a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

@@ -39,6 +39,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -46,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, Self, TypeVar
 
@@ -415,13 +417,46 @@ class ArcReceiver:
                 log.exception("ARC: the on_event callback failed")
 
 
+#: What the Contact ID codes alarmgw sends mean (gateway/dc09/contactid.py).
+_CID_NAMES = {
+    "120": "panic", "121": "duress", "122": "silent panic", "150": "24-hour auxiliary",
+    "144": "sensor tamper", "380": "sensor trouble", "330": "system peripheral trouble",
+    "354": "failure to communicate", "350": "communication trouble",
+    "626": "time/date inaccurate", "300": "system trouble", "601": "manual test",
+    "602": "periodic test", "607": "walk test",
+}
+_CID_QUALIFIERS = {"1": "new", "3": "restore", "6": "status"}
+
+
+def write_key_file(path: Path, text: str) -> Path:
+    """Write a key file (an account's DC-09 key, the platform's command key) readable by
+    its owner only, as the gateway requires of one: the mode is set on the file itself,
+    not left to the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
+        f.write(text + "\n")
+    return path
+
+
+def describe(event: Event) -> str:
+    """One message the receiver accepted, for a person: "ARC 1234: 1120 zone 001 (panic,
+    new)" for a Contact ID event, a line for a supervision (NULL) message."""
+    who = f"ARC {event['account']}"
+    if event["message_type"] != "ADM-CID":
+        return f"{who}: {event['message_type']} (supervision: the DC-09 path is alive)"
+    qualifier, code = event["event_qualifier"] or "", event["event_type"] or ""
+    name = _CID_NAMES.get(code, "code " + code)
+    return (f"{who}: {qualifier}{code} zone {event['ri']} ({name},"
+            f" {_CID_QUALIFIERS.get(qualifier, 'qualifier ' + qualifier)})")
+
+
 def _print_event(event: Event) -> None:
     stamp = event["timestamp"].isoformat() if event["timestamp"] else "-"
-    print(f"{event['message_type']} #{event['account']} seq {event['sequence']}"
-          f" {event['receiver'] or ''}{event['line']} code {event['code']}"
-          f" cid {event['event_qualifier'] or ''}{event['event_type'] or ''}"
-          f" partition {event['partition']} zone {event['ri']} at {stamp}"
-          f"{' encrypted' if event['encrypted'] else ''}", flush=True)
+    print(f"{describe(event)}: seq {event['sequence']} {event['receiver'] or ''}"
+          f"{event['line']} SIA code {event['code']} partition {event['partition']} at"
+          f" {stamp}{' encrypted' if event['encrypted'] else ''}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,7 +95,7 @@ from gateway.config import load_config
 from gateway.control import request
 from gateway.errors import GatewayError
 from gateway.service import socket_path
-from hw_sim.arc import ArcReceiver, Mode
+from hw_sim.arc import ArcReceiver, Mode, write_key_file
 from hw_sim.broker import Mosquitto
 from hw_sim.modem import SimFault, SimModem
 from hw_sim.netfault import NetFault
@@ -424,16 +424,6 @@ def _pct(values: list[float], p: float) -> str:
     return f"{sorted(values)[k]:.0f}"
 
 
-def _key_file(path: Path, text: str) -> Path:
-    """Write a key file readable by its owner only, as the gateway requires of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text + "\n")
-    return path
-
-
 def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
                  modem_port: str | None = None, command_key: bytes | None = None,
                  arc_port: int | None = None, arc_key: str | None = None) -> Path:
@@ -482,7 +472,7 @@ def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
                   f"interval_s = {CAMERA_INTERVAL_S}", "pre_frames = 1", "pre_interval_s = 1",
                   f"timeout_s = {CAMERA_TIMEOUT_S}", "probe_interval_s = 1", "fault_after = 2"]
     if modem_port is not None and command_key is not None:
-        key_file = _key_file(directory.resolve() / "command.key", command_key.hex())
+        key_file = write_key_file(directory.resolve() / "command.key", command_key.hex())
         lines += ["", "[[outputs]]", 'id = "sounder"', 'name = "sounder"', 'location = "chaos"',
                   "gpio = 24",
                   "", "[commands]", f'key_file = "{key_file}"',
@@ -492,7 +482,7 @@ def write_config(directory: Path, proxy_port: int, keepalive_s: int, *,
                   "", "[escalation.modem]", f'port = "{modem_port}"', "sms_timeout_s = 5",
                   f"check_interval_s = {MODEM_CHECK_S}"]
     if arc_port is not None and arc_key is not None:
-        key_file = _key_file(directory.resolve() / "dc09.key", arc_key)
+        key_file = write_key_file(directory.resolve() / "dc09.key", arc_key)
         zones = ", ".join(f"{p} = {z}" for p, (z, _code) in DC09_ZONES.items())
         lines += ["", "[paths]", f"path_fail_s = {PATH_FAIL_S}",
                   "", "[paths.dc09]", 'host = "127.0.0.1"', f"port = {arc_port}",

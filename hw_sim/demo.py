@@ -47,17 +47,6 @@ _PORT_LINE = re.compile(r"^port\s*=\s*\d+\s*$", re.MULTILINE)
 _RELATIVE_FILE = re.compile(r'^\w+_file\s*=\s*"([^"/]+)"', re.MULTILINE)
 _DC09_TABLE = re.compile(r"^\s*\[\s*paths\s*\.\s*dc09\s*\]", re.MULTILINE)
 
-#: What the Contact ID codes alarmgw sends mean (gateway/dc09/contactid.py).
-_CID_NAMES = {
-    "120": "panic", "121": "duress", "122": "silent panic", "150": "24-hour auxiliary",
-    "144": "sensor tamper", "380": "sensor trouble", "330": "system peripheral trouble",
-    "354": "failure to communicate", "350": "communication trouble",
-    "626": "time/date inaccurate", "300": "system trouble", "601": "manual test",
-    "602": "periodic test", "607": "walk test",
-}
-_CID_QUALIFIERS = {"1": "new", "3": "restore", "6": "status"}
-
-
 def has_dc09(template: Path) -> bool:
     """Whether the config already names its own DC-09 path (the demo then adds none)."""
     return _DC09_TABLE.search(template.read_text(encoding="utf-8")) is not None
@@ -89,11 +78,9 @@ def prepare_config(template: Path, workdir: Path, broker_port: int,
 def write_arc_key(workdir: Path) -> Path:
     """A fresh AES-128 key (16 hex characters) in `workdir`/dc09.key, readable by its owner
     only, as the gateway demands of a key file."""
-    path = workdir / "dc09.key"
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(secrets.token_hex(8).upper() + "\n", encoding="ascii")
-    return path
+    from hw_sim.arc import write_key_file
+
+    return write_key_file(workdir / "dc09.key", secrets.token_hex(8).upper())
 
 
 def dc09_section(arc_port: int, key_file: Path) -> str:
@@ -111,21 +98,11 @@ def dc09_section(arc_port: int, key_file: Path) -> str:
     )
 
 
-def arc_line(event: dict[str, Any]) -> str:
-    """How the demo shows one message the ARC accepted: "ARC 1234: 1120 zone 001 (panic,
-    new)" for a Contact ID event, a line for a supervision (NULL) message."""
-    who = f"ARC {event['account']}"
-    if event["message_type"] != "ADM-CID":
-        return f"{who}: {event['message_type']} (supervision: the DC-09 path is alive)"
-    qualifier, code = event["event_qualifier"] or "", event["event_type"] or ""
-    name = _CID_NAMES.get(code, "code " + code)
-    return (f"{who}: {qualifier}{code} zone {event['ri']} ({name},"
-            f" {_CID_QUALIFIERS.get(qualifier, 'qualifier ' + qualifier)})")
-
-
 def _print_arc_event(event: dict[str, Any]) -> None:
+    from hw_sim.arc import describe
+
     # One write, so that the line stays whole beside the platform console's (its thread).
-    sys.stdout.write(arc_line(event) + "\n")
+    sys.stdout.write(describe(event) + "\n")
     sys.stdout.flush()
 
 

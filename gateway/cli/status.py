@@ -365,6 +365,8 @@ def path_lines(paths: dict[str, Any]) -> list[str]:
              f" {paths['path_fail_s']:g} s without delivering"]
     q = d.get("queue") or {}
     queue = (f"{q['waiting']} waiting" if "waiting" in q else f"queue unreadable: {q.get('error')}")
+    if q.get("age_s") is not None:
+        queue += f", the oldest for {fmt_age(q['age_s'])}"
     rtt = f", round trip {d['rtt_ms']:g} ms" if d.get("rtt_ms") is not None else ""
     state = ("works" if d.get("failing_for_s") is None
              else f"FAILING for {fmt_age(d['failing_for_s'])}: {d.get('last_error')}")

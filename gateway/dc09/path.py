@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 PATH = "dc09"
 BACKOFF_MIN_S = 1.0
-BACKOFF_MAX_S = 30.0
 #: A NAK is answered by one immediate retry with the receiver's clock; more back off.
 NAK_RETRIES_AT_ONCE = 1
 #: Sequence numbers of messages that are not events (supervision, path tests): numbered
@@ -96,7 +95,6 @@ class Dc09Path:
         self._last_answer: float | None = None
         self._failing_since: float | None = None
         self._next_poll = time.monotonic()
-        self._loop_turns = 0
         self._other_seq = OTHER_SEQ_FIRST + int(time.monotonic_ns()) % (
             OTHER_SEQ_LAST - OTHER_SEQ_FIRST + 1)
         self.state: dict[str, Any] = {
@@ -139,9 +137,6 @@ class Dc09Path:
                 self._next_poll = self._last_answer + self._interval()
         self._wake.set()
 
-    def loop_turns(self) -> int:
-        return self._loop_turns
-
     # -- what others ask -----------------------------------------------------------
 
     def failing_for(self, now: float | None = None) -> float | None:
@@ -175,7 +170,9 @@ class Dc09Path:
         try:
             q = self.store.path_stats(PATH)
             s["queue"] = {"waiting": q.waiting, "oldest_event_id": q.oldest_event_id,
-                          "oldest_created_at": q.oldest_created_at}
+                          "oldest_created_at": q.oldest_created_at,
+                          "oldest_mono_ns": q.oldest_mono_ns,
+                          "oldest_boot_id": q.oldest_boot_id}
         except StoreError as exc:
             s["queue"] = {"error": str(exc)}
         return s
@@ -200,42 +197,51 @@ class Dc09Path:
         backoff = 0.0
         naks = 0
         while not self._stop.is_set():
-            self._loop_turns += 1
-            self._serve_tests()
             if backoff > 0:
                 self._wake.wait(backoff)
                 self._wake.clear()
                 if self._stop.is_set():
                     break
             try:
-                rows = self.store.path_take(PATH, 1, self._delivered_unwritten)
-            except StoreError as exc:
-                log.error("DC-09 path: cannot read its queue: %s", exc)
-                self._note_error(str(exc))
-                backoff = BACKOFF_MAX_S
-                continue
-            if rows:
-                kind = self._send_event(rows[0])
-            else:
-                self._flush_delivered()
-                now = time.monotonic()
-                with self._lock:
-                    due = self._next_poll
-                if now < due:
-                    self._wake.wait(min(due - now, 1.0))
-                    self._wake.clear()
-                    backoff = 0.0
-                    continue
-                kind = self._poll()
-            if kind == "ack":
+                kind = self._turn()
+            except Exception as exc:  # a bug must not end the path silently: it fails
+                log.exception("DC-09 path: unexpected error; retrying")
+                self._note_error(f"internal error: {exc!r} (see the log)")
+                kind = "error"
+            if kind == "idle":
+                backoff = 0.0
+            elif kind == "ack":
                 backoff, naks = 0.0, 0
             elif kind == "nak" and naks < NAK_RETRIES_AT_ONCE:
                 naks += 1
                 backoff = 0.0
-            elif kind == "duh":
+            elif kind in ("duh", "skipped"):
                 backoff = 0.0
             else:
                 backoff = min(self.settings.retry_max_s, max(BACKOFF_MIN_S, backoff * 2))
+
+    def _turn(self) -> str:
+        """Path tests, then the next event, else supervision when due, else wait for a
+        wake-up (a commit, a test, a stop) or the next poll: the outcome's kind, or "idle"
+        when nothing was sent."""
+        self._serve_tests()
+        try:
+            rows = self.store.path_take(PATH, 1, self._delivered_unwritten)
+        except StoreError as exc:
+            log.error("DC-09 path: cannot read its queue: %s", exc)
+            self._note_error(str(exc))
+            return "error"
+        if rows:
+            return self._send_event(rows[0])
+        self._flush_delivered()
+        now = time.monotonic()
+        with self._lock:
+            due = self._next_poll
+        if now < due:
+            self._wake.wait(due - now)
+            self._wake.clear()
+            return "idle"
+        return self._poll()
 
     def _send_event(self, row: PathRow) -> str:
         try:
@@ -248,7 +254,7 @@ class Dc09Path:
         if cid is None:
             # Not carried any more (the config changed since it was queued).
             self._done(row)
-            return "duh"
+            return "skipped"
         outcome = self._exchange(cid, row.wire_seq)
         if outcome.kind == "ack":
             self._done(row)

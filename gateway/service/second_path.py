@@ -19,6 +19,7 @@ from gateway.dc09.contactid import carried_types
 from gateway.dc09.path import PATH, Dc09Path
 from gateway.engine import Committed
 from gateway.events import FaultChange
+from gateway.service.status import Now, waited
 from gateway.store import Lane, Outbox
 from gateway.store.paths import PathRow
 from gateway.supervision.path_watch import MqttFailing, PathWatch
@@ -81,11 +82,17 @@ class SecondPath:
 
     def status(self) -> dict[str, Any]:
         s = self.cfg.paths
+        dc09 = self.dc09.status()
+        q = dc09["queue"]
+        if q.get("waiting"):
+            # By the boot clock when the oldest row is of this boot (the wall may step).
+            q["age_s"], q["age_clock"] = waited(q["oldest_created_at"], q["oldest_mono_ns"],
+                                                q["oldest_boot_id"], Now.read())
         return {
             "ats": s.ats, "path_fail_s": s.path_fail_s,
             "faults": self.watch.status() if self.watch is not None else {},
             "mqtt": {"role": s.mqtt_role},
-            "dc09": self.dc09.status(),
+            "dc09": dc09,
         }
 
     def send_test(self, point: str) -> dict[str, Any]:

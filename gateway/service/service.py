@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def _second_path_routes(config: Config) -> dict[str, frozenset[str]]:
     """The event types each second path carries, for the Outbox (none without DC-09)."""
     if config.paths.dc09 is None:

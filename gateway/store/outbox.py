@@ -880,17 +880,9 @@ class Outbox:
         uplink's take of the same alarm never waits for one."""
         try:
             with self._open_db() as db:
-                rows = path_queue.next_rows(db, path, limit, skip, allocate=False)
-            if rows is not None:
-                return rows
-            with self._txn("NORMAL") as db:
-                rows = path_queue.next_rows(db, path, limit, skip)
-                assert rows is not None
-                return rows
+                return path_queue.next_rows(db, path, limit, skip)
         except sqlite3.Error as exc:
-            if _is_full(exc):
-                self._no_room("a second path's sequence numbers", exc)
-            raise StoreError(f"store {self.path}: cannot take rows for the {path} path: {exc}"
+            raise StoreError(f"store {self.path}: cannot read the {path} path's queue: {exc}"
                              ) from exc
 
     def path_done(self, path: str, rowids: list[int]) -> None:

@@ -36,18 +36,14 @@ class PathRow:
     """One event a path has still to deliver."""
 
     rowid: int
-    """The queue row's id (what `done` takes)."""
-    outbox_row: int
+    """The queue row's id (what `delete` takes)."""
     seq: int | None
+    """The event's seq (the platform's numbering), for log lines."""
     event_id: str
-    event_type: str
     payload: bytes
     """The event's document, as MQTT publishes it."""
     wire_seq: int
     """The path's sequence number for this event."""
-    mono_ns: int | None
-    boot_id: str | None
-    created_at: str
 
 
 @dataclass(frozen=True)
@@ -68,42 +64,25 @@ def enqueue(db: sqlite3.Connection, path: str, outbox_row: int) -> None:
                (path, outbox_row, _allocate_wire_seq(db, path)))
 
 
-def next_rows(db: sqlite3.Connection, path: str, limit: int, skip: set[int], *,
-              allocate: bool = True) -> list[PathRow] | None:
+def next_rows(db: sqlite3.Connection, path: str, limit: int, skip: set[int]) -> list[PathRow]:
     """The next rows `path` is to send, alarms first, then in commit order; rows in `skip`
-    (in flight, or delivered with the deletion still to be written) are passed over.
-
-    A row without a wire number (queued by a build that numbered at the first send) gets
-    one when `allocate` (the caller's write transaction must be open); without `allocate`
-    such a row makes the answer None: take again in a transaction."""
+    (in flight, or delivered with the deletion still to be written) are passed over. A
+    read: the wire numbers were given when the rows were queued."""
     rows = db.execute(
-        "SELECT q.rowid, q.outbox_row, o.seq, o.event_id, o.event_type, o.payload, q.wire_seq,"
-        " o.mono_ns, o.boot_id, o.created_at FROM path_queue q JOIN outbox o ON"
-        " o.rowid = q.outbox_row WHERE q.path = ? ORDER BY o.lane, q.outbox_row LIMIT ?",
-        (path, limit + len(skip))).fetchall()
-    found: list[PathRow] = []
-    for r in rows:
-        if r[0] in skip:
-            continue
-        wire = r[6]
-        if wire is None:
-            if not allocate:
-                return None
-            wire = _allocate_wire_seq(db, path)
-            db.execute("UPDATE path_queue SET wire_seq=? WHERE rowid=?", (wire, r[0]))
-        found.append(PathRow(rowid=r[0], outbox_row=r[1], seq=r[2], event_id=r[3],
-                             event_type=r[4], payload=bytes(r[5]), wire_seq=wire,
-                             mono_ns=r[7], boot_id=r[8], created_at=r[9]))
-        if len(found) >= limit:
-            break
-    return found
+        "SELECT q.rowid, o.seq, o.event_id, o.payload, q.wire_seq FROM path_queue q"
+        " JOIN outbox o ON o.rowid = q.outbox_row WHERE q.path = ?"
+        " ORDER BY o.lane, q.outbox_row LIMIT ?", (path, limit + len(skip))).fetchall()
+    return [PathRow(rowid=r[0], seq=r[1], event_id=r[2], payload=bytes(r[3]), wire_seq=r[4])
+            for r in rows if r[0] not in skip][:limit]
 
 
 def _allocate_wire_seq(db: sqlite3.Connection, path: str) -> int:
-    key = f"{path}_next_wire_seq"
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, 1)", (key,))
-    wire: int = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
-    db.execute("UPDATE meta SET value=? WHERE key=?", (wire % MAX_WIRE_SEQ + 1, key))
+    """The next wire number of `path` (1 after MAX_WIRE_SEQ), the last one given kept in
+    `meta` (Debian 12's SQLite 3.40 has RETURNING)."""
+    wire: int = db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET"
+        " value = value % ? + 1 RETURNING value", (f"{path}_last_wire_seq", MAX_WIRE_SEQ)
+    ).fetchone()[0]
     return wire
 
 
@@ -121,9 +100,3 @@ def stats(db: sqlite3.Connection, path: str) -> PathQueueStats:
         return PathQueueStats(n, None, None, None, None)
     return PathQueueStats(n, oldest[0], oldest[1], oldest[2], oldest[3])
 
-
-def has_table(db: sqlite3.Connection) -> bool:
-    """Whether the file has the path queue (schema version 4 on): the offline readers
-    read older files as they are."""
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='path_queue'"
-                      ).fetchone() is not None

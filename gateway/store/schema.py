@@ -97,7 +97,7 @@ _V4_TABLES = (
     rowid      INTEGER PRIMARY KEY,
     path       TEXT NOT NULL,     -- 'dc09'
     outbox_row INTEGER NOT NULL,
-    wire_seq   INTEGER,           -- the path's sequence number, given when queued
+    wire_seq   INTEGER NOT NULL,  -- the path's sequence number, given when queued
     UNIQUE (path, outbox_row)
 )""",
     "CREATE INDEX IF NOT EXISTS path_queue_by_row ON path_queue (outbox_row)",

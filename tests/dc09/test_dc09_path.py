@@ -13,7 +13,7 @@ from gw import ARC_KEY, InProcessGateway, write_config
 
 from gateway.dc09.path import PATH
 from gateway.uplink.protocol import load_schema
-from hw_sim.arc import ArcReceiver
+from hw_sim.arc import ArcReceiver, write_key_file
 from hw_sim.broker import Mosquitto
 from hw_sim.platform import PlatformConsole
 
@@ -31,9 +31,7 @@ def dc09_config(tmp_path: Path, broker_port: int, arc_port: int, *, key: bool = 
              'zones = { gate-panic = 7, office-panic = 8, box-tamper = 9 }',
              'silent = ["office-panic"]']
     if key:
-        key_file = tmp_path / "dc09.key"
-        key_file.write_text(KEY + "\n")
-        key_file.chmod(0o600)
+        key_file = write_key_file(tmp_path / "dc09.key", KEY)
         lines.append(f'key_file = "{key_file}"')
     with cfg.open("a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n" + extra)
