@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 from gw import ARC_KEY, InProcessGateway, write_config
 
+from gateway.dc09 import path as path_module
 from gateway.dc09.path import PATH
 from gateway.uplink.protocol import load_schema
 from hw_sim.arc import ArcReceiver, write_key_file
@@ -150,3 +152,26 @@ def test_test_alarm_on_the_dc09_path_alone(tmp_path: Path, broker: Mosquitto,
                                          "path": "dc09"})
         assert res["ok"] is False and res["outcome"] == "timeout"
     assert console.events_of("test") == []  # the path test is not an event
+
+
+def test_an_unexpected_error_on_the_path_is_a_failure_retried_not_a_dead_thread(
+        tmp_path: Path, broker: Mosquitto, console: PlatformConsole, arc: ArcReceiver,
+        *, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    real = path_module.for_event
+    calls: list[str] = []
+
+    def broken_once(doc: dict[str, Any], s: Any) -> Any:
+        calls.append(doc["type"])
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the mapping")
+        return real(doc, s)
+
+    monkeypatch.setattr(path_module, "for_event", broken_once)
+    with InProcessGateway(dc09_config(tmp_path, broker.port, arc.port)) as gw:
+        assert gw.panel is not None
+        gw.panel.press("gate-panic")
+        # A thread that died of it would never send the alarm; this one backs off, retries.
+        arc.wait_for(lambda e: e.get("event_type") == "120", WAIT)
+    assert calls[:2] == ["alarm", "alarm"]  # the same alarm, taken again after the error
+    assert "DC-09 path: unexpected error; retrying" in caplog.text
+    assert "works again" in caplog.text  # it counted as failing meanwhile
